@@ -13,6 +13,7 @@ import sys
 __version__ = "0.1.0"
 
 _TRUE = ("1", "true", "True")
+_USER_SET_TF_LOG_LEVEL = "TF_CPP_MIN_LOG_LEVEL" in os.environ
 
 
 def _route_tf_keras_to_keras2():
@@ -22,7 +23,7 @@ def _route_tf_keras_to_keras2():
             f"cml_tf needs Keras 2 as tf.keras, but TF_USE_LEGACY_KERAS={value!r} is set. "
             "Unset it or set TF_USE_LEGACY_KERAS=1, then restart the Python process.")
     os.environ["TF_USE_LEGACY_KERAS"] = "1"
-    # C++ start-up chatter (cuInit, oneDNN notices) is not ours to print; users can override.
+    # C++ start-up chatter (oneDNN notices, ...) is not ours to print; users can override.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     tf = sys.modules.get("tensorflow")
     if tf is None:

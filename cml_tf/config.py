@@ -1,0 +1,60 @@
+"""The default experiment: CML on the embedded synthetic data set.
+
+Every key the training command reads is here, with its meaning; experiment files in
+``configs/`` start from this and change what they need. Override any key from the command line:
+``--config.model.margin=1.0``.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+    config.seed = 0  # model initialisation, negative sampling, batch order
+
+    config.data = data = ml_collections.ConfigDict()
+    data.name = "synthetic"      # "synthetic", a named data set (cml_tf.data.load), or "files"
+    data.data_dir = ""           # named sets: default $CML_TF_DATA/<name> or ~/.cache/cml_tf/<name>
+    data.download = True         # named sets: download when the files are absent
+    data.use_features = False    # give the model the data set's item features (CML+F)
+    data.min_tag_count = 5       # citeulike-t: keep tags on at least this many items
+    data.split_seed = 0          # the per-user 60/20/20 split (paper section 4.2)
+    # A split of your own (CSV with a user,item header; .tsv / .parquet by extension). Giving
+    # train_path replaces the named data set's split; valid/test are optional.
+    data.train_path = ""
+    data.valid_path = ""
+    data.test_path = ""
+    data.user_col = "user"
+    data.item_col = "item"
+    data.features_from = ""      # with train_path: join this named set's item features by item id
+    data.synthetic = ml_collections.ConfigDict(dict(
+        n_users=3000, n_items=2000, n_clusters=20, mean_per_user=30.0, min_per_user=5,
+        popularity_exponent=0.8, bridge_fraction=0.2, noise=0.1, with_features=True, seed=0))
+
+    config.model = model = ml_collections.ConfigDict()
+    model.name = "cml"
+    model.dim = 100              # r
+    model.margin = 0.5           # m, on squared distances
+    model.num_negatives = 20     # U
+    model.lambda_c = 10.0        # covariance regularizer weight
+    model.lambda_f = 1.0         # feature prior weight (CML+F)
+    model.hidden = 256           # feature MLP hidden width
+    model.dropout = 0.5          # feature MLP dropout
+    model.init_items_from_features = False
+
+    config.train = train = ml_collections.ConfigDict()
+    train.epochs = 30
+    train.batch_size = 4096
+    train.optimizer = "adagrad"  # any tf.keras.optimizers name; AdaGrad as in the paper
+    train.learning_rate = 0.1
+    train.eval_every = 5         # validation metrics every N epochs (and after the last)
+    train.patience = 0           # early stopping after N evaluations without gain (0: off)
+    train.monitor = "recall@50"  # validation metric for early stopping and best weights
+    train.jit_sampling = True    # XLA for the negative sampling (see CML)
+    train.verbose = 1            # Keras progress: 0 silent, 1 bar, 2 a line per epoch
+
+    config.eval = ml_collections.ConfigDict(dict(ks=(10, 50, 100)))
+
+    config.export = ml_collections.ConfigDict(dict(
+        enabled=True, index="scann", k=100))
+    return config

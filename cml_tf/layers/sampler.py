@@ -1,0 +1,149 @@
+"""Uniform negative sampling with known positives rejected on device.
+
+Known positives are checked with a Bloom filter: a bitmap of ``2^b`` bits in which every known
+(user, item) pair sets two bits chosen by two 32-bit hashes. A pair whose two bits are set *may*
+be known; a pair with either bit clear is certainly not known. Every draw that may be known is
+redrawn, so **no known positive survives** (a Bloom filter has no false negatives); the price is
+that a small random set of unknown pairs (the false-positive rate, below 0.1% with the default 64
+bits per key) is never drawn. The check is two gathers from a small table and a few integer ops:
+fast, static-shaped and XLA-compilable, unlike a binary search over the sorted keys, which is
+kept for exact look-ups (:meth:`NegativeSampler.is_known`, ``known_items``).
+"""
+
+import math
+
+import numpy as np
+import scipy.sparse as sp
+import tensorflow as tf
+
+_MIX = (0x9E3779B1, 0x85EBCA77, 0xC2B2AE3D, 0x27D4EB2F, 0x165667B1, 0xD3A2646C)
+
+
+def _hashes_np(users, items):
+    u, i = users.astype(np.uint32), items.astype(np.uint32)
+    out = []
+    for a, b, c in (_MIX[:3], _MIX[3:]):
+        h = u * np.uint32(a) + i * np.uint32(b)
+        h ^= h >> np.uint32(15)
+        h *= np.uint32(c)
+        h ^= h >> np.uint32(13)
+        out.append(h)
+    return out
+
+
+def _hashes_tf(users, items):
+    u, i = tf.cast(users, tf.uint32), tf.cast(items, tf.uint32)
+    shift = tf.bitwise.right_shift
+    out = []
+    for a, b, c in (_MIX[:3], _MIX[3:]):
+        h = u * tf.constant(a, tf.uint32) + i * tf.constant(b, tf.uint32)
+        h = tf.bitwise.bitwise_xor(h, shift(h, tf.constant(15, tf.uint32)))
+        h = h * tf.constant(c, tf.uint32)
+        h = tf.bitwise.bitwise_xor(h, shift(h, tf.constant(13, tf.uint32)))
+        out.append(h)
+    return out
+
+
+def bloom_bits(n_keys: int, bits_per_key: int = 64) -> int:
+    """log2 of the filter size: the next power of two >= bits_per_key * n_keys, in [10, 32]."""
+    return int(min(32, max(10, math.ceil(math.log2(max(1, n_keys * bits_per_key))))))
+
+
+@tf.keras.utils.register_keras_serializable("cml_tf")
+class NegativeSampler(tf.keras.layers.Layer):
+    """Draws U items per user uniformly from all J items, never a known positive.
+
+    ``call(users, num_negatives)`` returns ``(items [N, U] int32, valid [N, U] bool)``. Draws that
+    may be known (module docstring) are redrawn up to ``max_rounds`` times; one still flagged
+    after that (only for users who liked a large share of all items) has ``valid`` False and
+    callers must ignore it.
+
+    Weights: the sorted int64 keys ``user * J + item`` of the known positives, and the Bloom
+    filter's bitmap as int32 words.
+    """
+
+    def __init__(self, n_items: int, n_known: int, max_rounds: int = 8, bits_per_key: int = 64,
+                 seed=None, **kwargs):
+        super().__init__(trainable=False, **kwargs)
+        self.n_items, self.n_known = int(n_items), int(n_known)
+        self.max_rounds, self.bits_per_key, self.seed = int(max_rounds), int(bits_per_key), seed
+        self.log2_bits = bloom_bits(self.n_known, self.bits_per_key)
+        self.keys = self.add_weight(name="known_keys", shape=(max(self.n_known, 1),),
+                                    dtype=tf.int64, trainable=False,
+                                    initializer=tf.keras.initializers.Constant(-1))
+        self.filter = self.add_weight(name="bloom_filter", shape=(2 ** self.log2_bits // 32,),
+                                      dtype=tf.int32, trainable=False, initializer="zeros")
+        self._generator = (tf.random.Generator.from_seed(seed) if seed is not None
+                           else tf.random.Generator.from_non_deterministic_state())
+
+    @staticmethod
+    def known_keys(matrix, n_items=None) -> np.ndarray:
+        """Sorted keys ``user * n_items + item`` of the non-zeros of a users x items matrix."""
+        coo = sp.coo_matrix(matrix)
+        n_items = coo.shape[1] if n_items is None else n_items
+        return np.unique(coo.row.astype(np.int64) * n_items + coo.col.astype(np.int64))
+
+    @classmethod
+    def from_matrix(cls, matrix, **kwargs) -> "NegativeSampler":
+        keys = cls.known_keys(matrix)
+        layer = cls(matrix.shape[1], len(keys), **kwargs)
+        layer.assign_keys(keys)
+        return layer
+
+    def assign_keys(self, keys: np.ndarray):
+        """Stores the sorted keys and builds the Bloom filter from them."""
+        keys = np.asarray(keys, np.int64)
+        if len(keys) != self.n_known:
+            raise ValueError(f"{len(keys)} keys for a sampler built for {self.n_known}")
+        words = np.zeros(2 ** self.log2_bits // 32, np.uint32)
+        for h in _hashes_np(keys // self.n_items, keys % self.n_items):
+            bit = h >> np.uint32(32 - self.log2_bits)
+            np.bitwise_or.at(words, bit >> np.uint32(5),
+                             np.left_shift(np.uint32(1), bit & np.uint32(31)))
+        self.filter.assign(words.view(np.int32))
+        self.keys.assign(keys if len(keys) else np.array([-1], np.int64))
+
+    def maybe_known(self, users, items):
+        """True for every known (user, item) and for a few others (Bloom false positives)."""
+        users = tf.broadcast_to(users, tf.shape(items)) if users.shape.rank < 2 else users
+        found = None
+        for h in _hashes_tf(users, items):
+            bit = tf.cast(tf.bitwise.right_shift(h, tf.constant(32 - self.log2_bits, tf.uint32)),
+                          tf.int32)
+            word = tf.gather(self.filter, tf.bitwise.right_shift(bit, 5))
+            set_ = tf.equal(tf.bitwise.bitwise_and(
+                tf.bitwise.right_shift(word, tf.bitwise.bitwise_and(bit, 31)), 1), 1)
+            found = set_ if found is None else tf.logical_and(found, set_)
+        return found
+
+    def is_known(self, users, items):
+        """Exactly whether (user, item) is a known positive (binary search on the keys)."""
+        query = tf.cast(users, tf.int64) * self.n_items + tf.cast(items, tf.int64)
+        flat = tf.reshape(query, [-1])
+        position = tf.minimum(tf.searchsorted(self.keys, flat), tf.size(self.keys) - 1)
+        found = tf.equal(tf.gather(self.keys, position), flat)
+        return tf.reshape(found, tf.shape(query))
+
+    def _uniform(self, shape):
+        return self._generator.uniform(shape, 0, self.n_items, dtype=tf.int32)
+
+    def call(self, users, num_negatives: int):
+        users = tf.reshape(users, [-1, 1])
+        shape = tf.stack([tf.shape(users)[0], num_negatives])
+        items = self._uniform(shape)
+        bad = self.maybe_known(users, items)
+
+        def redraw(round_, items, bad):
+            items = tf.where(bad, self._uniform(shape), items)
+            return round_ + 1, items, self.maybe_known(users, items)
+
+        _, items, bad = tf.while_loop(
+            lambda round_, items, bad: tf.logical_and(round_ < self.max_rounds,
+                                                      tf.reduce_any(bad)),
+            redraw, (tf.constant(0), items, bad))
+        return items, tf.logical_not(bad)
+
+    def get_config(self):
+        return {**super().get_config(), "n_items": self.n_items, "n_known": self.n_known,
+                "max_rounds": self.max_rounds, "bits_per_key": self.bits_per_key,
+                "seed": self.seed}

@@ -1,0 +1,46 @@
+"""WARP-weighted Euclidean hinge loss (paper eq. 1 with the section 3.2 rank weight)."""
+
+import tensorflow as tf
+
+
+@tf.keras.utils.register_keras_serializable("cml_tf")
+class WarpHingeLoss(tf.keras.layers.Layer):
+    """Per positive pair (i, j) with U sampled negatives k:
+
+        violation_k = m + d(i, j)^2 - d(i, k)^2
+        M           = #{k : violation_k > 0}                 (impostors among the U samples)
+        rank        = floor(J * M / U)                       (J = number of items)
+        w           = log(rank + 1)                          (no gradient flows through w)
+        loss        = w * [m + d(i, j)^2 - min_k d(i, k)^2]_+
+
+    Only the hardest negative (the one with the smallest distance) carries gradient. No impostor
+    gives weight 0 and loss 0; U impostors give weight log(J + 1).
+
+    Call with ``positive_distances`` [N] and ``negative_distances`` [N, U] (squared Euclidean);
+    returns ``(loss [N], impostors [N] int32, weight [N])``. A negative distance of +inf marks a
+    sample to ignore (it is never an impostor).
+    """
+
+    def __init__(self, margin: float, n_items: int, **kwargs):
+        super().__init__(**kwargs)
+        if not margin > 0:
+            raise ValueError(f"margin must be > 0, got {margin}")
+        if n_items < 1:
+            raise ValueError(f"n_items must be >= 1, got {n_items}")
+        self.margin, self.n_items = float(margin), int(n_items)
+
+    def rank_weight(self, impostors: tf.Tensor, num_negatives) -> tf.Tensor:
+        """log(floor(J * M / U) + 1), as float32."""
+        impostors = tf.cast(impostors, tf.float32)
+        rank = tf.floor(self.n_items * impostors / tf.cast(num_negatives, tf.float32))
+        return tf.math.log(rank + 1.0)
+
+    def call(self, positive_distances, negative_distances):
+        violation = self.margin + positive_distances[:, None] - negative_distances
+        impostors = tf.reduce_sum(tf.cast(violation > 0, tf.int32), axis=1)
+        weight = tf.stop_gradient(self.rank_weight(impostors, tf.shape(negative_distances)[1]))
+        loss = weight * tf.nn.relu(tf.reduce_max(violation, axis=1))
+        return loss, impostors, weight
+
+    def get_config(self):
+        return {**super().get_config(), "margin": self.margin, "n_items": self.n_items}

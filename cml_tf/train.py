@@ -1,0 +1,263 @@
+"""``train_and_evaluate(config, workdir)``: the one function the command line and notebooks call.
+
+It loads the data and the split the config names, builds and trains the model with
+``model.fit`` (validation recall, early stopping with best-weights restore, per-epoch checkpoints
+that a re-run resumes from, TensorBoard), evaluates on the validation and test sets and writes
+into ``workdir``:
+
+    config.json      the full config of the run
+    metrics.json     {"valid": {...}, "test": {...}, "train_seconds", "train_pairs_per_second",
+                      "epochs", ...}
+    checkpoints/     per-epoch model + optimizer state; best/ holds the best validation weights
+    tensorboard/     training curves (loss parts) and validation metrics
+    saved_model/<v>/ the exported SavedModel (when config.export.enabled)
+"""
+
+import dataclasses
+import json
+import math
+import os
+import pathlib
+import shutil
+import sys
+import time
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from cml_tf import callbacks as cbs
+from cml_tf.data import registry
+from cml_tf.data.features import join_item_features
+from cml_tf.data.files import load_split_files
+from cml_tf.data.pipeline import positive_pairs_dataset
+from cml_tf.data.split import Split, split_per_user
+from cml_tf.data.synthetic import make_synthetic
+from cml_tf.evaluation import evaluate
+from cml_tf.models import build_model
+
+
+class WorkdirError(RuntimeError):
+    """The workdir holds another or a finished run."""
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+# ---- data ------------------------------------------------------------------------------------
+
+
+def load_data(data_config) -> Split:
+    """The split the data config asks for (see ``cml_tf/config.py`` for the keys)."""
+    if data_config.train_path:
+        return _split_from_files(data_config)
+    if data_config.name == "synthetic":
+        data = make_synthetic(**data_config.synthetic.to_dict())
+    elif data_config.name == "files":
+        raise ValueError("data.name='files' needs data.train_path (and optionally valid_path, "
+                         "test_path)")
+    else:
+        data = registry.load(data_config.name, data_dir=data_config.data_dir or None,
+                             download=data_config.download, **_loader_kwargs(data_config))
+    if not data_config.use_features and data.item_features is not None:
+        data = dataclasses.replace(data, item_features=None, feature_names=None)
+    return split_per_user(data, seed=data_config.split_seed)
+
+
+def _loader_kwargs(data_config):
+    if data_config.name == "citeulike-t":
+        return {"min_tag_count": data_config.min_tag_count,
+                "with_features": bool(data_config.use_features)}
+    return {}
+
+
+def _split_from_files(data_config) -> Split:
+    files = load_split_files(data_config.train_path, data_config.valid_path or None,
+                             data_config.test_path or None, user_col=data_config.user_col,
+                             item_col=data_config.item_col)
+    train = files.train
+    if data_config.use_features:
+        source = data_config.features_from or (
+            data_config.name if data_config.name not in ("synthetic", "files") else "")
+        if not source:
+            raise ValueError("data.use_features with your own split needs data.features_from "
+                             "(the named data set whose item features to join by item id)")
+        features = registry.load(source, data_dir=data_config.data_dir or None,
+                                 download=data_config.download,
+                                 **_loader_kwargs(_with_name(data_config, source)))
+        train = join_item_features(train, features.item_ids, features.item_features,
+                                   features.feature_names)
+    return Split(train=train, valid=files.valid, test=files.test,
+                 valid_unseen=files.valid_unseen, test_unseen=files.test_unseen,
+                 unknown_users=dict(files.unknown_users))
+
+
+def _with_name(data_config, name):
+    config = data_config.copy_and_resolve_references()
+    config.name = name
+    config.use_features = True
+    return config
+
+
+# ---- workdir ---------------------------------------------------------------------------------
+
+
+def prepare_workdir(workdir: str, config, overwrite: bool = False) -> pathlib.Path:
+    """Creates ``workdir`` or checks that it may be used.
+
+    A finished run (``metrics.json`` present) is refused unless ``overwrite``; an unfinished run
+    with the same config is resumed; one with another config is refused.
+    """
+    path = pathlib.Path(workdir)
+    config_json = config.to_json_best_effort(sort_keys=True, indent=2)
+    if path.exists() and any(path.iterdir()):
+        if overwrite:
+            shutil.rmtree(path)
+        elif (path / "metrics.json").exists():
+            raise WorkdirError(f"{path} already holds a finished run (metrics.json); pass "
+                               "--overwrite to replace it or choose another --workdir")
+        elif (path / "config.json").exists():
+            if (path / "config.json").read_text() != config_json:
+                raise WorkdirError(f"{path} holds an unfinished run with a different config; "
+                                   "pass --overwrite to replace it or choose another --workdir")
+        else:
+            raise WorkdirError(f"{path} is not empty and holds no run of ours; choose an empty "
+                               "or new --workdir")
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "config.json").write_text(config_json)
+    return path
+
+
+# ---- training --------------------------------------------------------------------------------
+
+
+def make_optimizer(train_config):
+    name = train_config.optimizer.lower()
+    try:
+        optimizer_class = tf.keras.optimizers.get(name).__class__
+    except ValueError as error:
+        raise ValueError(f"unknown optimizer {train_config.optimizer!r}") from error
+    return optimizer_class(learning_rate=train_config.learning_rate)
+
+
+def check_config(config, split: Split):
+    train = config.train
+    for key in ("epochs", "batch_size", "eval_every"):
+        if train[key] < 1:
+            raise ValueError(f"train.{key} must be >= 1, got {train[key]}")
+    if not (train.learning_rate > 0 and math.isfinite(train.learning_rate)):
+        raise ValueError(f"train.learning_rate must be > 0, got {train.learning_rate}")
+    ks = tuple(config.eval.ks)
+    if not ks or min(ks) < 1:
+        raise ValueError(f"eval.ks must be positive, got {ks}")
+    if max(ks) > split.train.n_items:
+        raise ValueError(f"eval.ks asks for K={max(ks)} but there are only "
+                         f"{split.train.n_items} items")
+    if config.export.enabled and config.export.k > split.train.n_items:
+        raise ValueError(f"export.k={config.export.k} is larger than the number of items "
+                         f"({split.train.n_items})")
+
+
+def train_and_evaluate(config, workdir: str, overwrite: bool = False) -> dict:
+    """Trains and evaluates the configured model; returns the metrics written to metrics.json."""
+    workdir = prepare_workdir(workdir, config, overwrite)
+    tf.keras.utils.set_random_seed(config.seed)
+    start = time.time()
+    split = load_data(config.data)
+    logging.info("data: %s", split)
+    check_config(config, split)
+    load_seconds = time.time() - start
+
+    model = build_model(config.model, split.train, seed=config.seed,
+                        jit_sampling=config.train.jit_sampling)
+    model.compile(optimizer=make_optimizer(config.train))
+    dataset = positive_pairs_dataset(split.train, config.train.batch_size, seed=config.seed)
+
+    nan_guard = cbs.NanGuard()
+    checkpoint = cbs.EpochCheckpoint(str(workdir / "checkpoints"), model, nan_guard)
+    initial_epoch = checkpoint.restore()
+    callbacks = [nan_guard, checkpoint,
+                 tf.keras.callbacks.TensorBoard(str(workdir / "tensorboard"), write_graph=False,
+                                                profile_batch=0)]
+    validation = None
+    if split.valid is not None:
+        validation = cbs.ValidationRecall(
+            split, every=config.train.eval_every, ks=tuple(config.eval.ks),
+            monitor=config.train.monitor, patience=config.train.patience,
+            log_dir=str(workdir / "tensorboard" / "validation"),
+            state_dir=str(workdir / "checkpoints"))
+        callbacks.insert(1, validation)
+
+    logging.info("training %s for %d epochs (batch %d) into %s", type(model).__name__,
+                 config.train.epochs, config.train.batch_size, workdir)
+    train_start = time.time()
+    history = model.fit(dataset, epochs=config.train.epochs, initial_epoch=initial_epoch,
+                        callbacks=callbacks, verbose=_verbosity(config.train.verbose))
+    train_seconds = time.time() - train_start
+    if nan_guard.diverged_at is not None:
+        epoch, step = nan_guard.diverged_at
+        raise TrainingDiverged(
+            f"the loss became NaN at epoch {epoch}, step {step}; last good checkpoint: "
+            f"{checkpoint.latest or 'none (diverged in the first epoch)'}")
+    epochs_run = len(history.epoch)
+
+    metrics = {"data": {"users": split.train.n_users, "items": split.train.n_items,
+                        "train_interactions": split.train.n_interactions},
+               "epochs": initial_epoch + epochs_run,
+               "train_seconds": train_seconds,
+               "train_pairs_per_second": (split.train.n_interactions * epochs_run
+                                          / max(train_seconds, 1e-9)),
+               "load_seconds": load_seconds}
+    if validation is not None and validation.best_epoch is not None:
+        metrics["best_epoch"] = validation.best_epoch
+        metrics["validation_history"] = validation.history
+    for part in ("valid", "test"):
+        if getattr(split, part) is not None:
+            eval_start = time.time()
+            metrics[part] = evaluate(model, split, part, tuple(config.eval.ks))
+            metrics[f"{part}_eval_seconds"] = time.time() - eval_start
+    for part in ("valid", "test"):
+        if part in metrics:
+            logging.info("%s: %s", part, _summary(metrics[part]))
+
+    if config.export.enabled:
+        metrics["export"] = _export(model, split, config, workdir)
+    _write_json(workdir / "metrics.json", metrics)
+    logging.info("wrote %s", workdir / "metrics.json")
+    return metrics
+
+
+def _verbosity(verbose: int) -> int:
+    """A progress bar on a terminal or in a notebook; one line per epoch in a log file."""
+    if verbose != 1 or sys.stdout.isatty() or "ipykernel" in sys.modules:
+        return verbose
+    return 2
+
+
+def _export(model, split, config, workdir):
+    try:
+        from cml_tf import export  # pylint: disable=import-outside-toplevel
+    except ImportError:  # the export module is optional until it lands
+        logging.warning("export skipped: cml_tf.export is not available")
+        return None
+    return export.export_from_training(model, split, config, workdir)
+
+
+def _summary(metrics):
+    return ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()
+                     if k.startswith(("recall", "ndcg")))
+
+
+def _write_json(path, payload):
+    def default(value):
+        if isinstance(value, (np.integer,)):
+            return int(value)
+        if isinstance(value, (np.floating,)):
+            return float(value)
+        if isinstance(value, np.ndarray):
+            return value.tolist()
+        raise TypeError(f"cannot write {type(value)} to JSON")
+    tmp = pathlib.Path(str(path) + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=default))
+    os.replace(tmp, path)
