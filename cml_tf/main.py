@@ -53,6 +53,8 @@ def main(argv):
 
 def one_line(error: Exception) -> str:
     """An exception's message on one line (ml_collections' messages span several)."""
+    while error.args and isinstance(error.args[0], Exception):
+        error = error.args[0]  # ml_collections wraps a KeyError in an AttributeError
     text = error.args[0] if error.args and isinstance(error.args[0], str) else str(error)
     text = text.replace("\\'", "'").replace("\\n", " ")
     return " ".join(text.split())

@@ -6,7 +6,8 @@ over all other items:
 
 * Recall@K    = |T_u ∩ H_u| / |H_u|
 * Precision@K = |T_u ∩ H_u| / K
-* NDCG@K      = sum_{r < K, T_u[r] in H_u} 1 / log2(r + 2)  /  sum_{r < min(K, |H_u|)} 1 / log2(r + 2)
+* NDCG@K      = sum_{r < K, T_u[r] in H_u} 1 / log2(r + 2)
+                / sum_{r < min(K, |H_u|)} 1 / log2(r + 2)
 
 each averaged over the users with at least one held-out item. ``|H_u|`` includes held-out items
 the model has no index for (``unseen``): they can never be ranked, so they count as misses.
@@ -74,7 +75,8 @@ def ranking_metrics(score_fn: Callable[[tf.Tensor], tf.Tensor], heldout: sp.csr_
             rows = slice(start, start + len(batch))
             per_user[f"recall@{k}"][rows] = cum_hits[:, k - 1] / total
             per_user[f"precision@{k}"][rows] = cum_hits[:, k - 1] / k
-            per_user[f"ndcg@{k}"][rows] = cum_gain[:, k - 1] / ideal[np.minimum(total, k).astype(int)]
+            ideal_k = ideal[np.minimum(total, k).astype(int)]
+            per_user[f"ndcg@{k}"][rows] = cum_gain[:, k - 1] / ideal_k
     result = {name: float(values.mean()) if len(values) else math.nan
               for name, values in per_user.items()}
     result["users"] = int(len(users))

@@ -73,10 +73,10 @@ def _loader_kwargs(data_config):
 
 
 def _split_from_files(data_config) -> Split:
-    files = load_split_files(data_config.train_path, data_config.valid_path or None,
+    split = load_split_files(data_config.train_path, data_config.valid_path or None,
                              data_config.test_path or None, user_col=data_config.user_col,
                              item_col=data_config.item_col)
-    train = files.train
+    train = split.train
     if data_config.use_features:
         source = data_config.features_from or (
             data_config.name if data_config.name not in ("synthetic", "files") else "")
@@ -88,9 +88,7 @@ def _split_from_files(data_config) -> Split:
                                  **_loader_kwargs(_with_name(data_config, source)))
         train = join_item_features(train, features.item_ids, features.item_features,
                                    features.feature_names)
-    return Split(train=train, valid=files.valid, test=files.test,
-                 valid_unseen=files.valid_unseen, test_unseen=files.test_unseen,
-                 unknown_users=dict(files.unknown_users))
+    return dataclasses.replace(split, train=train)
 
 
 def _with_name(data_config, name):

@@ -21,11 +21,10 @@ elsewhere: the id maps come from the training file only, and held-out rows are m
 (see :class:`SplitFiles`).
 """
 
-import dataclasses
 import logging
 import os
 import pathlib
-from typing import Dict, Optional, Tuple, Union
+from typing import Optional, Tuple, Union
 
 import numpy as np
 import pandas as pd
@@ -35,6 +34,7 @@ from cml_tf.data import _pandas_io
 from cml_tf.data._tables import binary_matrix, factorize
 from cml_tf.data.errors import DataError
 from cml_tf.data.interactions import Interactions
+from cml_tf.data.split import Split
 from cml_tf.data.lines import describe_columns, line_error, require_file
 
 log = logging.getLogger(__name__)
@@ -109,37 +109,17 @@ def load_interactions_file(path: PathLike, user_col: str = "user", item_col: str
                         name=name or pathlib.Path(path).name.split(".")[0])
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
-class SplitFiles:
-    """A train/validation/test split read from files (nothing re-split).
-
-    Attributes:
-      train: the training interactions; its ``user_ids``/``item_ids`` are THE id maps (from the
-        training file only, in order of first appearance).
-      valid, test: held-out interactions over the same id maps (same shape as ``train``), or
-        None when that file was not given. Only pairs whose user and item both occur in the
-        training file are in the matrix.
-      valid_unseen, test_unseen: int64 arrays of length ``train.n_users``: per user, the number
-        of distinct held-out items that do not occur in the training file. They cannot be
-        recommended, but they are still held-out items: add them to the denominator of recall
-        (they count as misses). None when that file was not given.
-      unknown_users: per given held-out split (``"valid"``, ``"test"``), the number of rows whose
-        user does not occur in the training file (they are dropped: no model can rank for them).
-    """
-
-    train: Interactions
-    valid: Optional[Interactions] = None
-    test: Optional[Interactions] = None
-    valid_unseen: Optional[np.ndarray] = None
-    test_unseen: Optional[np.ndarray] = None
-    unknown_users: Dict[str, int] = dataclasses.field(default_factory=dict)
-
-
 def load_split_files(train_path: PathLike, valid_path: Optional[PathLike] = None,
                      test_path: Optional[PathLike] = None, user_col: str = "user",
                      item_col: str = "item", weight_col: Optional[str] = None,
-                     sep: Optional[str] = None) -> SplitFiles:
-    """Reads a ready-made split; see :class:`SplitFiles` for what is returned.
+                     sep: Optional[str] = None) -> Split:
+    """Reads a ready-made split (nothing is re-split) as a :class:`~cml_tf.data.split.Split`.
+
+    The training file alone defines the id maps (ids in order of first appearance); validation
+    and test are held-out Interactions over the same maps. Per user, ``valid_unseen`` /
+    ``test_unseen`` count distinct held-out items that never occur in the training file (they
+    cannot be recommended but count as misses in the denominator of recall), and
+    ``unknown_users[part]`` counts held-out rows whose user is not in the training file (dropped).
 
     All files share the column names and the format rules of :func:`load_interactions_file`
     (each file's format follows its own extension).
@@ -153,7 +133,7 @@ def load_split_files(train_path: PathLike, valid_path: Optional[PathLike] = None
             continue
         held_out[split], unseen[split], unknown[split] = _held_out(
             train, path, split, user_col, item_col, weight_col, sep)
-    return SplitFiles(train=train, valid=held_out.get("valid"), test=held_out.get("test"),
+    return Split(train=train, valid=held_out.get("valid"), test=held_out.get("test"),
                       valid_unseen=unseen.get("valid"), test_unseen=unseen.get("test"),
                       unknown_users=unknown)
 

@@ -3,7 +3,8 @@
 The generative story (all vectorised, deterministic by ``seed``):
 
 * Items are split into ``n_clusters`` taste clusters. Within a cluster, item popularity follows a
-  power law: the item of within-cluster rank ``r`` (1-based) has weight ``r ** -popularity_exponent``.
+  power law: the item of within-cluster rank ``r`` (1-based) has weight
+  ``r ** -popularity_exponent``.
 * Every user has a home cluster; a fraction ``bridge_fraction`` of users also has a second cluster
   and draws from both (the paper's Figure 3: users who like both v1 and v2 tie the two together).
 * A user's number of interactions is ``min_per_user`` plus a geometric draw with mean
@@ -130,9 +131,8 @@ def make_figure3(n_per_group: int = 50, n_background_items: int = 200,
     """The paper's Figure 3 in data: groups U1 (like v1), U2 (like v2), U3 (like both).
 
     Items ``v1`` and ``v2`` are the planted pair. A background population keeps the space
-    populated: background users each like a few background items (grouped in 10 clusters), so
-    "unrelated items" exist to compare distances against. Every U1/U2/U3 user also likes three
-    items of one background cluster, so the groups are not trivially separable by degree.
+    populated: background users each like five items of one of 10 background clusters, so
+    "unrelated items" exist to compare distances against.
     """
     rng = np.random.default_rng(seed)
     users, items = [], []

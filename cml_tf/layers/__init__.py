@@ -5,3 +5,5 @@ from cml_tf.layers.covariance import CovarianceRegularizer
 from cml_tf.layers.embedding import UnitBallEmbedding
 from cml_tf.layers.feature_prior import FeaturePrior
 from cml_tf.layers.warp import WarpHingeLoss
+from cml_tf.layers.retrieval import (BruteForce, EuclideanFactorizedTopK, Partitioned, ScaNN,
+                                     partitioned_defaults, scann_defaults)

@@ -35,6 +35,8 @@ class FeaturePrior(tf.keras.layers.Layer):
         self.dropout = tf.keras.layers.Dropout(self.dropout_rate, seed=seed)
         self.output_layer = tf.keras.layers.Dense(
             self.dim, kernel_initializer=glorot(None if seed is None else seed + 1))
+        self.output_layer.build((None, self.hidden))
+        self.built = True
 
     def call(self, features: tf.SparseTensor, training=None):
         rows = features.indices[:, 0]

@@ -34,27 +34,27 @@ TFRS 0.7.7):
    ascending (smallest = best), i.e. "lower is better", the opposite of every other TFRS layer.
 2. ``TopK.query_with_exclusions`` (layers l.242-288) asks for ``k + exclusions.shape[1]``
    results and re-ranks them in ``_exclude`` (l.83-115) with ``tf.math.top_k`` of
-   ``scores - 1e5 * excluded``: it assumes higher is better, so on squared distances it returns the
-   FARTHEST of the retrieved items first, and the penalty makes the excluded items the "best".
-   It also reads the static ``exclusions.shape[1]`` (fails with a ``[None, None]`` serving
-   signature), and when fewer than ``k`` items remain it returns excluded items with their original
-   scores.
+   ``scores - 1e5 * excluded`` (l.107-111): it assumes higher is better, so on squared distances
+   it keeps the k FARTHEST of the retrieved items, farthest first (when an excluded id was not
+   among the retrieved, the nearest non-excluded items are dropped). It also reads the static
+   ``exclusions.shape[1]`` (a ``[None, None]`` serving signature fails), and when fewer than
+   ``k`` items remain it returns excluded items with their original scores.
 3. ``tfrs.metrics.FactorizedTopK.update_state`` (metrics l.155-161) asserts that the scores are
    sorted descending (ascending distances fail that assertion), and its score-based path
    (l.133-134, l.183-192) scores the true candidate by a dot product, which is not comparable with
    ``-||q - v||^2``.
 
-Fixes: our layers negate the distances (ScaNN: ``call`` is overridden, ScaNN's ``-1``-free NaN
-padding is kept and its dummy index 0 replaced by the padding identifier); ``query_with_exclusions``
-is overridden with an order-correct, NaN-aware exclusion (:func:`exclude`) that reads the number
-of exclusions dynamically; and :class:`EuclideanFactorizedTopK` is a drop-in subclass of
+Fixes: :class:`ScaNN` subclasses the TFRS layer and overrides ``call`` to return
+``-distance`` best first (ScaNN's NaN-padded slots keep their NaN score; their dummy index 0 is
+replaced by the padding identifier); every layer here overrides ``query_with_exclusions`` with
+an order-correct, NaN-aware exclusion (:func:`exclude`, masking with ``-inf``) that reads the
+number of exclusions dynamically; and :class:`EuclideanFactorizedTopK` is a drop-in subclass of
 ``tfrs.metrics.FactorizedTopK`` whose score-based path scores the true candidate with the layer's
 own metric (the stock metric works unchanged with our layers in its id-based mode).
 """
 
 import math
 import uuid
-from typing import Dict, Optional, Text, Tuple, Union
 
 import numpy as np
 import tensorflow as tf
@@ -77,7 +77,7 @@ def _check_metric(metric: str) -> str:
 
 
 def score_matrix(queries: tf.Tensor, candidates: tf.Tensor, metric: str = "squared_l2",
-                 candidate_sq_norms: Optional[tf.Tensor] = None) -> tf.Tensor:
+                 candidate_sq_norms: tf.Tensor | None = None) -> tf.Tensor:
     """All-pairs scores ``[num_queries, num_candidates]``, higher is better.
 
     ``squared_l2``: ``-max(||q||^2 - 2 q.v + ||v||^2, 0)`` (one matmul; ``candidate_sq_norms`` may
@@ -114,7 +114,7 @@ def _fill_invalid(scores, identifiers, invalid):
 
 
 def exclude(scores: tf.Tensor, identifiers: tf.Tensor, exclusions: tf.Tensor,
-            k: Union[int, tf.Tensor]) -> Tuple[tf.Tensor, tf.Tensor]:
+            k: int | tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     """Drops excluded identifiers from descending top-K lists and keeps the best ``k``.
 
     Args:
@@ -176,7 +176,7 @@ class _RetrievalMixin:
         self._num_items = None
 
     @property
-    def num_items(self) -> Optional[int]:
+    def num_items(self) -> int | None:
         """Catalogue size of the current index (``None`` before :meth:`index`)."""
         return self._num_items
 
@@ -199,7 +199,7 @@ class _RetrievalMixin:
         if getattr(self, "query_model", None) is not None:
             queries = self.query_model(queries)
         if not isinstance(queries, (tf.Tensor, tf.Variable, np.ndarray)):
-            raise ValueError(f"Queries must be a tensor, got {type(queries)}.")
+            raise TypeError(f"Queries must be a tensor, got {type(queries)}.")
         queries = tf.convert_to_tensor(queries, tf.float32)
         if queries.shape.rank not in (1, 2):
             raise ValueError(f"Queries must be of rank 2 or 1, got {queries.shape.rank}.")
@@ -228,6 +228,16 @@ class _RetrievalMixin:
         """Row-wise score of ``queries[i]`` against ``candidates[i]`` under this layer's metric
         (what :class:`EuclideanFactorizedTopK` uses for the true candidate)."""
         return score_pairs(queries, candidates, self.metric)
+
+    def score_tolerance(self, queries: tf.Tensor, candidates: tf.Tensor) -> tf.Tensor:
+        """Row-wise float32 rounding bound of :meth:`score` (``16 eps`` times the magnitude of
+        the terms summed): two scores closer than this are a tie."""
+        eps = 16.0 * np.finfo(np.float32).eps
+        q_sq = tf.reduce_sum(tf.square(queries), axis=-1)
+        v_sq = tf.reduce_sum(tf.square(candidates), axis=-1)
+        if self.metric == "dot_product":
+            return eps * tf.sqrt(q_sq * v_sq)
+        return eps * (q_sq + v_sq)
 
     @tf.function
     def query_with_exclusions(self, queries, exclusions, k=None):
@@ -267,8 +277,8 @@ class BruteForce(_RetrievalMixin, _tfrs_top_k.TopK):
     ``query_with_exclusions``) and standard TensorFlow ops only.
     """
 
-    def __init__(self, query_model: Optional[tf.keras.Model] = None, k: int = 10,
-                 metric: str = "squared_l2", name: Optional[Text] = None):
+    def __init__(self, query_model: tf.keras.Model | None = None, k: int = 10,
+                 metric: str = "squared_l2", name: str | None = None):
         """Args:
           query_model: optional Keras model mapping raw query features to query embeddings.
           k: default number of results.
@@ -280,7 +290,7 @@ class BruteForce(_RetrievalMixin, _tfrs_top_k.TopK):
         self.query_model = query_model
 
     def index(self, candidates: tf.Tensor,
-              identifiers: Optional[tf.Tensor] = None) -> "BruteForce":
+              identifiers: tf.Tensor | None = None) -> "BruteForce":
         candidates = tf.convert_to_tensor(candidates, tf.float32)
         if candidates.shape.rank != 2:
             raise ValueError(f"The candidates tensor must be 2D (got {candidates.shape}).")
@@ -291,8 +301,8 @@ class BruteForce(_RetrievalMixin, _tfrs_top_k.TopK):
         self._reset_tf_function_cache()
         return self
 
-    def call(self, queries: Union[tf.Tensor, Dict[Text, tf.Tensor]],
-             k: Optional[int] = None) -> Tuple[tf.Tensor, tf.Tensor]:
+    def call(self, queries: tf.Tensor | dict[str, tf.Tensor],
+             k: int | None = None) -> tuple[tf.Tensor, tf.Tensor]:
         return self._retrieve(queries, k)
 
     def _search(self, queries, k):
@@ -326,7 +336,7 @@ def _nearest_centroids(points, centroids, chunk=16384):
 
 
 def kmeans(points: np.ndarray, num_clusters: int, iterations: int = 10, seed: int = 0,
-           max_points_per_cluster: int = 64) -> Tuple[np.ndarray, np.ndarray]:
+           max_points_per_cluster: int = 64) -> tuple[np.ndarray, np.ndarray]:
     """k-means (squared L2) in numpy, deterministic for a given ``seed``.
 
     Trains on at most ``max_points_per_cluster * num_clusters`` rows sampled without replacement
@@ -382,6 +392,47 @@ def kmeans(points: np.ndarray, num_clusters: int, iterations: int = 10, seed: in
     return centroids, _nearest_centroids(points, centroids)[0]
 
 
+def split_large_partitions(points: np.ndarray, centroids: np.ndarray, assignment: np.ndarray,
+                           max_size: int, iterations: int = 10,
+                           seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Splits every partition larger than ``max_size`` by k-means inside it.
+
+    k-means on real embeddings gives uneven partitions, and the items near a query tend to sit
+    in the large ones, so a probe scans far more than ``n / num_partitions`` items per partition
+    (on the benchmark data the size-weighted mean partition is ~2x the mean). A partition of
+    ``m > max_size`` items is re-clustered into ``ceil(m / (max_size / 2))`` parts, up to three
+    rounds. Returns new ``(centroids, assignment)`` (no empty partitions).
+    """
+    for round_ in range(3):
+        counts = np.bincount(assignment, minlength=centroids.shape[0])
+        large = np.flatnonzero(counts > max_size)
+        if large.size == 0:
+            break
+        order = np.argsort(assignment, kind="stable")
+        starts = np.cumsum(counts) - counts
+        new_centroids = [centroids[counts > 0]]
+        remap = np.full(centroids.shape[0], -1, np.int64)
+        remap[counts > 0] = np.arange(int((counts > 0).sum()))
+        assignment = remap[assignment]
+        next_id = new_centroids[0].shape[0]
+        for c in large:
+            members = order[starts[c]:starts[c] + counts[c]]
+            parts = math.ceil(counts[c] / max(max_size // 2, 1))
+            sub_centroids, sub_assignment = kmeans(points[members], parts, iterations,
+                                                   seed=seed + 7919 * round_ + int(c))
+            used = np.unique(sub_assignment)
+            # The first used sub-partition keeps id remap[c]; the others get new ids.
+            ids = np.concatenate([[remap[c]], next_id + np.arange(used.size - 1)])
+            lookup = np.zeros(sub_centroids.shape[0], np.int64)
+            lookup[used] = ids
+            assignment[members] = lookup[sub_assignment]
+            new_centroids[0][remap[c]] = sub_centroids[used[0]]
+            new_centroids.append(sub_centroids[used[1:]])
+            next_id += used.size - 1
+        centroids = np.concatenate(new_centroids).astype(np.float32)
+    return centroids, assignment
+
+
 def _num_to_search(num_partitions: int, num_items: int, k: int) -> int:
     """How many of ``num_partitions`` partitions (or ScaNN leaves) a query scans by default.
 
@@ -397,7 +448,7 @@ def _num_to_search(num_partitions: int, num_items: int, k: int) -> int:
 
 
 def partitioned_defaults(num_items: int, k: int = 10,
-                         num_partitions: Optional[int] = None) -> Dict[str, int]:
+                         num_partitions: int | None = None) -> dict[str, int]:
     """Default ``num_partitions`` and ``num_partitions_to_search`` for :class:`Partitioned`.
 
     ``num_partitions = round(sqrt(num_items))``, within ``[1, 4096]`` and at most
@@ -419,22 +470,30 @@ class Partitioned(_RetrievalMixin, _tfrs_top_k.TopK):
     """Approximate top-K from k-means partitions, in standard TensorFlow ops (an IVF index).
 
     Index time (numpy, deterministic by ``seed``): :func:`kmeans` splits the items into
-    ``num_partitions`` partitions (empty ones dropped); items are stored sorted by partition
-    (CSR layout: ``items[offsets[p]:offsets[p + 1]]`` is partition ``p``) with their ``||v||^2``.
+    ``num_partitions`` partitions, partitions over ``max_partition_size_factor`` times the mean
+    size are split further (:func:`split_large_partitions`; ``num_partitions`` then ends up a
+    little larger) and empty ones dropped; the default ``num_partitions_to_search`` is computed
+    from the final count (:func:`partitioned_defaults`). Items are stored sorted by partition in
+    a CSR layout -- ``items[offsets[p]:offsets[p + 1]]`` is partition ``p`` -- with their
+    ``||v||^2``, so a partition is one contiguous block and there is no padding to scan.
 
-    Query time, vectorised over the batch: score the centroids with the layer's metric, take the
-    ``num_partitions_to_search`` best, expand their item ranges with ``tf.ragged.range``, gather
-    those items, score them exactly (``-||q - v||^2`` or ``q.v``) and keep the top ``k``. Cost is
-    ``O(batch * (num_partitions + candidates) * dim)`` and memory ``O(batch * candidates * dim)``
-    (no padding: the ragged layout only touches real items). Searching all partitions returns the
-    exact (brute-force) result. Every op is a stock TensorFlow kernel, so a SavedModel using this
-    layer loads in TF Serving without ScaNN.
+    Query time, vectorised over the batch: score the centroids with the layer's metric and take
+    the ``num_partitions_to_search`` best per query; expand the union of the partitions probed by
+    the batch into item positions (``tf.ragged.range`` over the CSR offsets), gather those items
+    once, score them against every query with one matmul (``-||q - v||^2`` or ``q.v``), mask
+    the items of partitions a query did not probe with ``-inf``, and keep the top ``k``. One
+    query scans ~``num_partitions_to_search / num_partitions`` of the catalogue; a large batch
+    probes most partitions and costs about as much as :class:`BruteForce` (use that one for
+    offline evaluation). Memory is ``O(batch * scanned items)``. Searching every partition returns
+    the exact (brute-force) result. Every op is a stock TensorFlow kernel, so a SavedModel
+    using this layer loads in TF Serving without ScaNN; all state is in ``tf.Variable``s.
     """
 
-    def __init__(self, query_model: Optional[tf.keras.Model] = None, k: int = 10,
-                 metric: str = "squared_l2", num_partitions: Optional[int] = None,
-                 num_partitions_to_search: Optional[int] = None, kmeans_iterations: int = 20,
-                 seed: int = 0, name: Optional[Text] = None):
+    def __init__(self, query_model: tf.keras.Model | None = None, k: int = 10,
+                 metric: str = "squared_l2", num_partitions: int | None = None,
+                 num_partitions_to_search: int | None = None, kmeans_iterations: int = 10,
+                 max_partition_size_factor: float | None = 1.5, seed: int = 0,
+                 name: str | None = None):
         """Args:
           query_model: optional Keras model mapping raw query features to query embeddings.
           k: default number of results.
@@ -443,6 +502,9 @@ class Partitioned(_RetrievalMixin, _tfrs_top_k.TopK):
           num_partitions, num_partitions_to_search: defaults from :func:`partitioned_defaults`
             at index time. ``num_partitions_to_search`` can also be passed to ``call``.
           kmeans_iterations: Lloyd iterations at index time.
+          max_partition_size_factor: partitions larger than this times the mean partition size
+            are split (:func:`split_large_partitions`), which adds partitions; ``None`` keeps the
+            k-means partitions as they are.
           seed: k-means seed.
           name: layer name.
         """
@@ -452,12 +514,13 @@ class Partitioned(_RetrievalMixin, _tfrs_top_k.TopK):
         self._requested_num_partitions = num_partitions
         self._requested_num_partitions_to_search = num_partitions_to_search
         self._kmeans_iterations = int(kmeans_iterations)
+        self._max_partition_size_factor = max_partition_size_factor
         self._seed = int(seed)
         self.num_partitions = None
         self.num_partitions_to_search = None
 
     def index(self, candidates: tf.Tensor,
-              identifiers: Optional[tf.Tensor] = None) -> "Partitioned":
+              identifiers: tf.Tensor | None = None) -> "Partitioned":
         vectors = np.asarray(candidates, np.float32)
         if vectors.ndim != 2:
             raise ValueError(f"The candidates tensor must be 2D (got {vectors.shape}).")
@@ -465,6 +528,10 @@ class Partitioned(_RetrievalMixin, _tfrs_top_k.TopK):
         requested = partitioned_defaults(n, self._k, self._requested_num_partitions)
         centroids, assignment = kmeans(vectors, requested["num_partitions"],
                                        self._kmeans_iterations, self._seed)
+        if self._max_partition_size_factor:
+            max_size = math.ceil(self._max_partition_size_factor * n / centroids.shape[0])
+            centroids, assignment = split_large_partitions(
+                vectors, centroids, assignment, max_size, self._kmeans_iterations, self._seed)
         # Drop empty partitions; store the items sorted by partition (CSR layout).
         counts = np.bincount(assignment, minlength=centroids.shape[0])
         kept = np.flatnonzero(counts)
@@ -501,8 +568,8 @@ class Partitioned(_RetrievalMixin, _tfrs_top_k.TopK):
         offsets = self._partition_offsets.numpy()
         return offsets[1:] - offsets[:-1]
 
-    def call(self, queries: Union[tf.Tensor, Dict[Text, tf.Tensor]], k: Optional[int] = None,
-             num_partitions_to_search: Optional[int] = None) -> Tuple[tf.Tensor, tf.Tensor]:
+    def call(self, queries: tf.Tensor | dict[str, tf.Tensor], k: int | None = None,
+             num_partitions_to_search: int | None = None) -> tuple[tf.Tensor, tf.Tensor]:
         return self._retrieve(queries, k, num_partitions_to_search=num_partitions_to_search)
 
     def _search(self, queries, k, num_partitions_to_search=None):
@@ -541,7 +608,8 @@ class Partitioned(_RetrievalMixin, _tfrs_top_k.TopK):
     def get_config(self):
         return {**self._base_config(), "num_partitions": self._requested_num_partitions,
                 "num_partitions_to_search": self._requested_num_partitions_to_search,
-                "kmeans_iterations": self._kmeans_iterations, "seed": self._seed}
+                "kmeans_iterations": self._kmeans_iterations,
+                "max_partition_size_factor": self._max_partition_size_factor, "seed": self._seed}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -550,10 +618,11 @@ class Partitioned(_RetrievalMixin, _tfrs_top_k.TopK):
 
 
 SCANN_BRUTE_FORCE_BELOW = 2048
+REORDER_MULTIPLE = 30
 
 
 def scann_defaults(num_items: int, k: int = 10,
-                   num_leaves: Optional[int] = None) -> Dict[str, Optional[int]]:
+                   num_leaves: int | None = None) -> dict[str, int | None]:
     """Default ScaNN parameters for a catalogue of ``num_items`` items and top-``k`` queries.
 
     * ``num_items < SCANN_BRUTE_FORCE_BELOW`` (2048) and no ``num_leaves`` given: no partitioning,
@@ -563,9 +632,9 @@ def scann_defaults(num_items: int, k: int = 10,
       ``num_items // 50`` (ScaNN's ``min_partition_size``), unless given;
     * ``num_leaves_to_search`` about ``2 sqrt(num_leaves)`` (:func:`_num_to_search`);
     * ``num_reordering_candidates = k * max(30, ceil(1000 / k))`` (at most ``num_items``), a
-      multiple of ``k``: ScaNN's asymmetric hashing with squared L2 cannot use residual
-      quantisation (ScaNN: "Tree-AH with residual quantization only works with dot product"), so
-      its scores are coarse and ~1000 exactly re-ordered candidates are what recall@k >= 0.98
+      multiple of ``k`` (at query time a larger ``k`` re-orders up to ``30 k``): ScaNN's
+      asymmetric hashing with squared L2 cannot use residual quantisation (ScaNN: "Tree-AH with
+      residual quantization only works with dot product"), so its scores are coarse and ~1000 exactly re-ordered candidates are what recall@k >= 0.98
       needs (``benchmarks/retrieval_layers.py``).
     """
     n, k = int(num_items), int(k)
@@ -579,7 +648,8 @@ def scann_defaults(num_items: int, k: int = 10,
     num_leaves = int(min(max(num_leaves, 1), n))
     return {"num_leaves": num_leaves,
             "num_leaves_to_search": _num_to_search(num_leaves, n, k),
-            "num_reordering_candidates": int(min(k * max(30, math.ceil(1000 / k)), n))}
+            "num_reordering_candidates": int(min(k * max(REORDER_MULTIPLE, math.ceil(1000 / k)),
+                                                 n))}
 
 
 class ScaNN(_RetrievalMixin, _tfrs_top_k.ScaNN):
@@ -591,22 +661,26 @@ class ScaNN(_RetrievalMixin, _tfrs_top_k.ScaNN):
     * ``index``: fills unset parameters from :func:`scann_defaults` (catalogue size and ``k``)
       and builds tree + asymmetric hashing + exact re-ordering, or exact brute force for small
       catalogues;
-    * ``call``: negates ScaNN's squared distances (TFRS returns them raw, smallest first), pads to
-      ``k`` columns, and maps ScaNN's NaN-padded slots (index 0) to the padding identifier; it also
-      raises ScaNN's re-ordering depth to ``reordering multiple * k`` when ``k`` is larger than
-      the constructor's (e.g. inside ``query_with_exclusions``);
+    * ``call``: negates ScaNN's squared distances (TFRS returns them raw, smallest first; with
+      ``metric="dot_product"`` ScaNN already returns dot products, largest first), pads to ``k``
+      columns, and maps ScaNN's NaN-padded slots (index 0) to the padding identifier; it also
+      raises ScaNN's re-ordering depth with ``k`` when ``k`` is larger than the constructor's
+      (e.g. inside ``query_with_exclusions``), up to ``REORDER_MULTIPLE * k``;
     * ``query_with_exclusions``: the order-correct version of :class:`_RetrievalMixin`.
+
+    The searcher's state is TFRS's: a ``scann_ops.ScannState`` module of ``tf.Variable``s in
+    ``_serialized_searcher``, from which each traced call re-creates the searcher handle.
 
     A SavedModel that calls this layer contains ScaNN's custom ops: load it after ``import
     scann``.
     """
 
-    def __init__(self, query_model: Optional[tf.keras.Model] = None, k: int = 10,
-                 metric: str = "squared_l2", num_leaves: Optional[int] = None,
-                 num_leaves_to_search: Optional[int] = None,
-                 num_reordering_candidates: Optional[int] = None, training_iterations: int = 12,
+    def __init__(self, query_model: tf.keras.Model | None = None, k: int = 10,
+                 metric: str = "squared_l2", num_leaves: int | None = None,
+                 num_leaves_to_search: int | None = None,
+                 num_reordering_candidates: int | None = None, training_iterations: int = 12,
                  dimensions_per_block: int = 2, parallelize_batch_searches: bool = True,
-                 brute_force: Optional[bool] = None, name: Optional[Text] = None):
+                 brute_force: bool | None = None, name: str | None = None):
         """Args:
           query_model: optional Keras model mapping raw query features to query embeddings.
           k: default number of results.
@@ -634,7 +708,7 @@ class ScaNN(_RetrievalMixin, _tfrs_top_k.ScaNN):
         self._brute_force_requested = brute_force
         self.params = None
 
-    def _resolve_params(self, num_items: int) -> Dict[str, Optional[int]]:
+    def _resolve_params(self, num_items: int) -> dict[str, int | None]:
         requested_leaves = self._requested["num_leaves"]
         brute_force = self._brute_force_requested
         if brute_force is None:
@@ -650,7 +724,7 @@ class ScaNN(_RetrievalMixin, _tfrs_top_k.ScaNN):
         params["num_leaves_to_search"] = min(params["num_leaves_to_search"], params["num_leaves"])
         return {"brute_force": False, **params}
 
-    def index(self, candidates: tf.Tensor, identifiers: Optional[tf.Tensor] = None) -> "ScaNN":
+    def index(self, candidates: tf.Tensor, identifiers: tf.Tensor | None = None) -> "ScaNN":
         from scann import scann_ops  # pylint: disable=import-outside-toplevel
 
         candidates = tf.convert_to_tensor(candidates, tf.float32)
@@ -678,8 +752,8 @@ class ScaNN(_RetrievalMixin, _tfrs_top_k.ScaNN):
         self._reset_tf_function_cache()
         return self
 
-    def call(self, queries: Union[tf.Tensor, Dict[Text, tf.Tensor]],
-             k: Optional[int] = None) -> Tuple[tf.Tensor, tf.Tensor]:
+    def call(self, queries: tf.Tensor | dict[str, tf.Tensor],
+             k: int | None = None) -> tuple[tf.Tensor, tf.Tensor]:
         return self._retrieve(queries, k)
 
     def _search(self, queries, k):
@@ -689,8 +763,12 @@ class ScaNN(_RetrievalMixin, _tfrs_top_k.ScaNN):
         kwargs = {}
         reorder = self.params["num_reordering_candidates"]
         if reorder:
-            multiple = max(math.ceil(reorder / max(min(self._k, self._num_items), 1)), 1)
-            kwargs["pre_reorder_num_neighbors"] = tf.maximum(reorder, multiple * k)
+            # A larger k than the constructor's (e.g. k + #exclusions) re-orders proportionally
+            # more candidates: `multiple` per result, at most REORDER_MULTIPLE.
+            multiple = min(math.ceil(reorder / max(min(self._k, self._num_items), 1)),
+                           REORDER_MULTIPLE)
+            kwargs["pre_reorder_num_neighbors"] = tf.minimum(
+                tf.maximum(reorder, multiple * k), self._num_items)
         search = (searcher.search_batched_parallel if self._parallelize_batch_searches
                   else searcher.search_batched)
         result = search(queries, final_num_neighbors=k, **kwargs)
@@ -723,33 +801,36 @@ class EuclideanFactorizedTopK(tfrs.metrics.FactorizedTopK):
 
     The stock metric scores the true candidate by ``q.v`` (TFRS metrics l.133-134), which is not
     comparable with our ``-||q - v||^2`` scores. This subclass scores it with ``candidates.score``
-    (``-||q - v||^2`` for a squared-L2 layer) and otherwise behaves like the stock metric
-    (id-based evaluation, NaN padding, sortedness check). With ``true_candidate_ids`` the stock
-    metric already works with our layers.
+    (``-||q - v||^2`` for a squared-L2 layer, ``q.v`` for a dot-product one) and counts a hit at
+    ``k`` when fewer than ``k`` retrieved scores beat it by more than a float32 rounding tolerance
+    (``candidates.score_tolerance``): the true candidate is usually in the index too, and its
+    copy there is scored by a matmul whose summation order differs from the row-wise score, so an
+    exact comparison would sometimes rank it behind itself. With ``true_candidate_ids`` it is the
+    stock id-based metric (which already works with our layers). Layers without ``score`` fall
+    back to the stock dot product with no tolerance.
     """
 
     def update_state(self, query_embeddings: tf.Tensor, true_candidate_embeddings: tf.Tensor,
-                     true_candidate_ids: Optional[tf.Tensor] = None,
-                     sample_weight: Optional[tf.Tensor] = None) -> tf.Operation:
+                     true_candidate_ids: tf.Tensor | None = None,
+                     sample_weight: tf.Tensor | None = None) -> tf.Operation:
         if true_candidate_ids is not None:
             return super().update_state(query_embeddings, true_candidate_embeddings,
                                         true_candidate_ids, sample_weight)
         if not self._candidates.is_exact():
             raise ValueError(f"The candidate generation layer ({self._candidates}) does not "
                              "return exact results: pass `true_candidate_ids`.")
-        scorer = getattr(self._candidates, "score", None)
-        if scorer is not None:
-            positive_scores = scorer(query_embeddings, true_candidate_embeddings)[:, tf.newaxis]
+        queries = tf.convert_to_tensor(query_embeddings, tf.float32)
+        positives = tf.convert_to_tensor(true_candidate_embeddings, tf.float32)
+        if hasattr(self._candidates, "score"):
+            threshold = (self._candidates.score(queries, positives)
+                         + self._candidates.score_tolerance(queries, positives))
         else:
-            positive_scores = tf.reduce_sum(query_embeddings * true_candidate_embeddings, axis=1,
-                                            keepdims=True)
-        top_k_predictions, _ = self._candidates(query_embeddings, k=max(self._ks))
-        top_k_predictions = tf.where(tf.math.is_nan(top_k_predictions), tf.float32.min,
-                                     top_k_predictions)
-        y_pred = tf.concat([positive_scores, top_k_predictions], axis=1)
-        targets = tf.zeros(tf.shape(positive_scores)[0], dtype=tf.int32)
+            threshold = tf.reduce_sum(queries * positives, axis=1)
+        top_k_predictions, _ = self._candidates(queries, k=max(self._ks))
+        # NaN padding compares False: never "better".
+        better = tf.cast(top_k_predictions > threshold[:, tf.newaxis], tf.int32)
         update_ops = []
         for k, metric in zip(self._ks, self._top_k_metrics):
-            in_top_k = tf.math.in_top_k(targets=targets, predictions=y_pred, k=k)
-            update_ops.append(metric.update_state(in_top_k, sample_weight))
+            hit = tf.reduce_sum(better[:, :k], axis=1) < k
+            update_ops.append(metric.update_state(hit, sample_weight))
         return tf.group(update_ops)

@@ -124,6 +124,7 @@ class CML(tf.keras.Model):
                           and (name != "feature_loss" or self.prior is not None)}
         self.jit_sampling = bool(jit_sampling)
         self._sampling_function = None
+        self.built = True  # every weight exists now; nothing depends on the input shape
 
     @classmethod
     def from_interactions(cls, train, use_features: bool = True, **hyperparameters) -> "CML":

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cml_tf.data import (DataError, Interactions, SplitFiles, join_item_features,
+from cml_tf.data import (DataError, Interactions, Split, join_item_features,
                          load_interactions_file, load_split_files)
 from cml_tf.data.features import align_feature_rows
 from cml_tf.data.files import file_format
@@ -155,7 +155,7 @@ def test_split_files(tmp_path, caplog):
     test_frame.to_parquet(tmp_path / "test.parquet")
     with caplog.at_level(logging.WARNING):
         split = load_split_files(train, valid, tmp_path / "test.parquet")
-    assert isinstance(split, SplitFiles)
+    assert isinstance(split, Split)
     np.testing.assert_array_equal(split.train.user_ids, ["u1", "u2", "u3"])
     np.testing.assert_array_equal(split.train.item_ids, ["a", "b", "c"])
     for held in (split.valid, split.test):

@@ -1,5 +1,6 @@
 """Tests of cml_tf.layers.retrieval against exact numpy top-K on clustered unit-ball data."""
 
+import itertools
 import json
 import subprocess
 import sys
@@ -9,14 +10,19 @@ import hypothesis
 import hypothesis.strategies as st
 import numpy as np
 import pytest
+import tensorflow as tf  # tests/conftest.py imported cml_tf first: tf.keras is Keras 2
+import tensorflow_recommenders as tfrs
 
-import cml_tf  # noqa: F401  (Keras 2 as tf.keras before TensorFlow loads)
-import tensorflow as tf  # noqa: E402
-import tensorflow_recommenders as tfrs  # noqa: E402
-
-from cml_tf.layers import retrieval  # noqa: E402
-from cml_tf.layers.retrieval import (BruteForce, EuclideanFactorizedTopK, Partitioned,  # noqa: E402
-                                     ScaNN, kmeans, partitioned_defaults, scann_defaults)
+from cml_tf.layers import retrieval
+from cml_tf.layers.retrieval import (
+    BruteForce,
+    EuclideanFactorizedTopK,
+    Partitioned,
+    ScaNN,
+    kmeans,
+    partitioned_defaults,
+    scann_defaults,
+)
 
 METRICS = ("squared_l2", "dot_product")
 
@@ -75,8 +81,8 @@ def data():
 
 LAYERS = {
     "brute_force": lambda k, metric="squared_l2": BruteForce(k=k, metric=metric),
-    "partitioned_full": lambda k, metric="squared_l2": Partitioned(
-        k=k, metric=metric, num_partitions=16, num_partitions_to_search=16),
+    "partitioned_full": lambda k, metric="squared_l2": Partitioned(   # searches everything
+        k=k, metric=metric, num_partitions=16, num_partitions_to_search=10**6),
     "partitioned": lambda k, metric="squared_l2": Partitioned(k=k, metric=metric),
     "scann": lambda k, metric="squared_l2": ScaNN(k=k, metric=metric),
 }
@@ -231,7 +237,7 @@ def test_stock_tfrs_scann_is_ascending_and_excludes_backwards(data):
     distances, _ = stock(queries)
     assert np.all(np.diff(distances.numpy(), axis=1) >= 0)        # raw distances, ascending
     _, exact = exact_top_k(queries, items, 15)
-    _, stock_ids = stock.query_with_exclusions(queries, tf.constant(exact[:, :1]))
+    _, stock_ids = stock.query_with_exclusions(queries, tf.constant(exact[:, :1], tf.int32))
     # Farthest of the 11 retrieved first, the nearest non-excluded item last.
     np.testing.assert_array_equal(stock_ids.numpy()[:, -1], exact[:, 1])
     metric = tfrs.metrics.FactorizedTopK(candidates=stock, ks=(1, 5))
@@ -255,7 +261,8 @@ def test_factorized_top_k_metric_composes(kind, data):
     items, queries = data
     ks = (1, 5, 10, 50)
     _, order = exact_top_k(queries, items, 80)
-    true_ids = order[np.arange(len(queries)), np.random.default_rng(3).integers(80, size=len(queries))]
+    picks = np.random.default_rng(3).integers(80, size=len(queries))
+    true_ids = order[np.arange(len(queries)), picks]
     expected = _expected_top_k_accuracy(queries, items, true_ids, ks)
     layer = LAYERS[kind](max(ks)).index(items)
 
@@ -350,6 +357,21 @@ def test_kmeans_is_deterministic_and_assigns_nearest(data):
     assert c.shape == (3, 3) and set(a) <= {0, 1, 2}
 
 
+def test_split_large_partitions(data):
+    items, _ = data
+    centroids, assignment = kmeans(items, 10, seed=1)
+    max_size = 200
+    assert np.bincount(assignment).max() > max_size
+    split_centroids, split_assignment = retrieval.split_large_partitions(
+        items, centroids, assignment, max_size)
+    sizes = np.bincount(split_assignment, minlength=len(split_centroids))
+    assert sizes.sum() == len(items) and sizes.min() > 0 and sizes.max() <= max_size
+    assert len(split_centroids) > len(centroids)
+    # Each new centroid is the mean of its members (up to the Lloyd iterations' convergence).
+    means = np.stack([items[split_assignment == c].mean(0) for c in range(len(split_centroids))])
+    assert np.mean(np.linalg.norm(means - split_centroids, axis=1)) < 0.05
+
+
 @pytest.mark.parametrize("metric", METRICS)
 def test_partitioned_full_search_is_brute_force(metric, data):
     items, queries = data
@@ -370,7 +392,7 @@ def test_partitioned_recall_grows_with_partitions_searched():
     assert layer.num_partitions_to_search == defaults["num_partitions_to_search"]
     recalls = [recall(layer(queries, num_partitions_to_search=s)[1].numpy(), exact)
                for s in (1, 2, 4, 8, layer.num_partitions_to_search, layer.num_partitions)]
-    assert all(a <= b + 1e-9 for a, b in zip(recalls, recalls[1:])), recalls
+    assert all(a <= b + 1e-9 for a, b in itertools.pairwise(recalls)), recalls
     assert recalls[0] < 0.9 and recalls[-2] >= 0.98 and recalls[-1] == 1.0, recalls
 
 
@@ -420,7 +442,8 @@ _LOADER = textwrap.dedent("""
         path, label = name.split("=")
         model = tf.saved_model.load(path)
         result = model.top_k(tf.constant(queries))
-        excl = model.top_k_excluding(tf.constant(queries), tf.constant([[b"item00000"]] * len(queries)))
+        first = tf.constant([[b"item00000"]] * len(queries))
+        excl = model.top_k_excluding(tf.constant(queries), first)
         out[label] = {{"ids": [[i.decode() for i in row] for row in result["ids"].numpy()],
                       "scores": result["scores"].numpy().tolist(),
                       "excl_ids": [[i.decode() for i in row] for row in excl["ids"].numpy()]}}
@@ -436,7 +459,7 @@ def _load_in_fresh_process(tmp_path, queries, models, extra_import=""):
     script = _LOADER.format(extra_import=extra_import)
     args = [f"{path}={label}" for label, path in models.items()]
     proc = subprocess.run([sys.executable, "-c", script, str(tmp_path / "queries.npy"), *args],
-                          capture_output=True, text=True, timeout=300,
+                          check=False, capture_output=True, text=True, timeout=300,
                           env={"TF_CPP_MIN_LOG_LEVEL": "3", "PATH": "/usr/bin:/bin"})
     assert proc.returncode == 0, proc.stderr[-4000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -477,3 +500,15 @@ def test_saved_model_round_trip_in_fresh_process(tmp_path, data):
     assert recall(found["ids"], [row[:k] for row in exact_names]) >= 0.95
     assert_descending(np.array(found["scores"]))
     assert not any("item00000" in row for row in found["excl_ids"])
+
+
+def test_scann_short_results_are_padded_with_nan_and_empty_ids(data):
+    items, queries = data
+    layer = ScaNN(k=200, num_leaves=30, num_leaves_to_search=1, brute_force=False)
+    layer.index(items, tf.constant(names(len(items))))
+    scores, ids = layer(queries)
+    scores, ids = scores.numpy(), ids.numpy()
+    assert scores.shape == ids.shape == (len(queries), 200)
+    assert_descending(scores)
+    padded = np.isnan(scores)
+    assert padded.any() and np.all(ids[padded] == b"") and np.all(ids[~padded] != b"")
