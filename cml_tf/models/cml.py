@@ -70,6 +70,8 @@ class CML(tf.keras.Model):
         them, to rebuild the model before its weights are loaded.
     """
 
+    metric = "squared_l2"  # how the export and retrieval layers compare users and items
+
     def __init__(self, n_users: int, n_items: int, dim: int = 100, margin: float = 0.5,
                  num_negatives: int = 20, lambda_c: float = 10.0, lambda_f: float = 1.0,
                  item_features=None, hidden: int = 256, dropout: float = 0.5,
