@@ -11,10 +11,10 @@ class FeaturePrior(tf.keras.layers.Layer):
     """f(x) = censor(W2 · dropout(relu(W1ᵀ x + b1)) + b2), mapping sparse features x ∈ R^F into
     the unit ball of R^r, and the prior loss L_f = sum_j ||f(x_j) - v_j||^2 (:meth:`prior_loss`).
 
-    The input is a ``tf.SparseTensor`` [batch, F]; the first layer is computed as a weighted sum
-    of the rows of W1 picked by the non-zero features (a gather and a segment sum), so neither the
-    features nor W1's gradient is ever densified: the gradient of W1 is an ``IndexedSlices`` over
-    the features present in the batch. ``censor`` (y / max(||y||, 1)) keeps f(x) where the item
+    The input is a ``tf.SparseTensor`` [batch, F]; the first layer is a sparse x dense product
+    with only the rows of W1 of the features present in the batch, so neither the features nor
+    W1's gradient is ever densified: the gradient of W1 is an ``IndexedSlices`` over the
+    features present. ``censor`` (y / max(||y||, 1)) keeps f(x) where the item
     vectors can be.
     """
 
@@ -39,10 +39,14 @@ class FeaturePrior(tf.keras.layers.Layer):
         self.built = True
 
     def call(self, features: tf.SparseTensor, training=None):
-        rows = features.indices[:, 0]
-        columns = features.indices[:, 1]
-        picked = tf.gather(self.w1, columns) * tf.expand_dims(features.values, 1)
-        hidden = tf.math.unsorted_segment_sum(picked, rows, features.dense_shape[0]) + self.b1
+        # Only the rows of W1 of the features present are gathered (once each); the first layer is
+        # a sparse x dense product with them, so neither x, W1 nor its gradient is densified.
+        present, position = tf.unique(features.indices[:, 1])
+        local = tf.SparseTensor(
+            tf.stack([features.indices[:, 0], tf.cast(position, tf.int64)], axis=1),
+            features.values,
+            tf.stack([features.dense_shape[0], tf.cast(tf.size(present), tf.int64)]))
+        hidden = tf.sparse.sparse_dense_matmul(local, tf.gather(self.w1, present)) + self.b1
         hidden = self.dropout(tf.nn.relu(hidden), training=training)
         return censor(self.output_layer(hidden))
 

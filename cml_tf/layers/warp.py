@@ -1,11 +1,38 @@
-"""WARP-weighted Euclidean hinge loss (paper eq. 1 with the section 3.2 rank weight)."""
+"""WARP-weighted hinge loss (paper eq. 1 with the section 3.2 rank weight).
+
+The core, :func:`warp_hinge`, works on scores (higher is better), so the same code serves CML
+(score = minus the squared distance) and dot-product models (WARP-MF); the layer
+:class:`WarpHingeLoss` is CML's view of it on squared distances.
+"""
 
 import tensorflow as tf
 
 
+def rank_weight(impostors, num_negatives, n_items) -> tf.Tensor:
+    """log(floor(J * M / U) + 1) for M impostors among U samples out of J items (float32)."""
+    impostors = tf.cast(impostors, tf.float32)
+    rank = tf.floor(n_items * impostors / tf.cast(num_negatives, tf.float32))
+    return tf.math.log(rank + 1.0)
+
+
+def warp_hinge(positive_scores, negative_scores, margin, n_items):
+    """Per pair with U sampled negatives (scores: higher is better):
+
+        violation_k = m - (s_pos - s_k)
+        M = #{k : violation_k > 0}, w = log(floor(J M / U) + 1)  (no gradient through w)
+        loss = w * [max_k violation_k]_+
+
+    A negative score of -inf marks a sample to ignore. Returns ``(loss, impostors, weight)``.
+    """
+    violation = margin - (positive_scores[:, None] - negative_scores)
+    impostors = tf.reduce_sum(tf.cast(violation > 0, tf.int32), axis=1)
+    weight = tf.stop_gradient(rank_weight(impostors, tf.shape(negative_scores)[1], n_items))
+    return weight * tf.nn.relu(tf.reduce_max(violation, axis=1)), impostors, weight
+
+
 @tf.keras.utils.register_keras_serializable("cml_tf")
 class WarpHingeLoss(tf.keras.layers.Layer):
-    """Per positive pair (i, j) with U sampled negatives k:
+    """CML's metric loss. Per positive pair (i, j) with U sampled negatives k:
 
         violation_k = m + d(i, j)^2 - d(i, k)^2
         M           = #{k : violation_k > 0}                 (impostors among the U samples)
@@ -31,16 +58,10 @@ class WarpHingeLoss(tf.keras.layers.Layer):
 
     def rank_weight(self, impostors: tf.Tensor, num_negatives) -> tf.Tensor:
         """log(floor(J * M / U) + 1), as float32."""
-        impostors = tf.cast(impostors, tf.float32)
-        rank = tf.floor(self.n_items * impostors / tf.cast(num_negatives, tf.float32))
-        return tf.math.log(rank + 1.0)
+        return rank_weight(impostors, num_negatives, self.n_items)
 
     def call(self, positive_distances, negative_distances):
-        violation = self.margin + positive_distances[:, None] - negative_distances
-        impostors = tf.reduce_sum(tf.cast(violation > 0, tf.int32), axis=1)
-        weight = tf.stop_gradient(self.rank_weight(impostors, tf.shape(negative_distances)[1]))
-        loss = weight * tf.nn.relu(tf.reduce_max(violation, axis=1))
-        return loss, impostors, weight
+        return warp_hinge(-positive_distances, -negative_distances, self.margin, self.n_items)
 
     def get_config(self):
         return {**super().get_config(), "margin": self.margin, "n_items": self.n_items}

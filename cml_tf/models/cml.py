@@ -10,7 +10,11 @@ positive pairs (i, j) does, on device (paper section 3.5):
 
        L = sum_pairs log(floor(J M / U) + 1) [m + d(i, j)^2 - d(i, k*)^2]_+      (L_m, eq. 1)
          + lambda_c L_c(u_i, v_j, v_k* of the batch)                            (covariance)
-         + lambda_f sum_{items j of the batch} ||f(x_j) - v_j||^2             (CML+F only)
+         + lambda_f sum_{j in B} ||f(x_j) - v_j||^2                           (CML+F only)
+
+   where B holds, once each, the batch's positives and hardest negatives plus one uniformly
+   drawn item per pair (a stochastic estimate of the paper's sum over all items: rarely liked
+   items feel the prior as often as popular ones);
 
 4. apply the optimizer (AdaGrad by default) and censor exactly the touched rows,
    y <- y / max(||y||, 1), so no row ever leaves the ball and a step costs the same whatever the
@@ -161,19 +165,27 @@ class CML(tf.keras.Model):
                 hardest, self.num_negatives) * (d_hard - tf.stop_gradient(d_hard))[:, None]
             pair_loss, impostors, weight = self.warp(d_pos, d_all)
             metric_loss = tf.reduce_sum(pair_loss)
-            covariance_loss = self.covariance(tf.concat([u, v_pos, v_neg], axis=0))
-            total = metric_loss + self.lambda_c * covariance_loss
+            total = metric_loss
+            covariance_loss = tf.constant(0.0)
+            if self.lambda_c:  # a Python branch: lambda_c = 0 costs nothing
+                covariance_loss = self.covariance(tf.concat([u, v_pos, v_neg], axis=0))
+                total += self.lambda_c * covariance_loss
             feature_loss = tf.constant(0.0)
+            touched_items = tf.concat([positives, hard_items], axis=0)
             if self.prior is not None:
-                items = tf.concat([positives, hard_items], axis=0)
-                projected = self.prior(self.features(items), training=True)
-                feature_loss = self.prior.prior_loss(projected, tf.concat([v_pos, v_neg], 0))
+                # The batch's items, plus one uniformly drawn item per pair: rarely liked items
+                # (often in the test set) feel the prior as often as the others, which makes
+                # this a stochastic estimate of the paper's sum over all items.
+                touched_items, _ = tf.unique(tf.concat([touched_items, negatives[:, 0]], 0))
+                projected = self.prior(self.features(touched_items), training=True)
+                feature_loss = self.prior.prior_loss(projected,
+                                                     self.item_embedding(touched_items))
                 total += self.lambda_f * feature_loss
 
         variables = self.trainable_variables
         gradients = tape.gradient(total, variables)
         self.optimizer.apply_gradients(zip(gradients, variables))
-        self._censor(users, tf.concat([positives, hard_items], axis=0))
+        self._censor(users, touched_items)
 
         n = tf.cast(tf.size(users), tf.float32)
         # Per positive pair; the parts are weighted, so loss = metric + covariance + feature.

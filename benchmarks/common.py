@@ -1,0 +1,49 @@
+"""Shared helpers of the benchmark scripts: loading configs, running train_and_evaluate in a
+temporary workdir, medians, and writing a table as Markdown and JSON."""
+
+import importlib.util
+import json
+import os
+import pathlib
+import statistics
+import tempfile
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+SHARED_DATA = pathlib.Path(os.environ.get("CML_TF_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def load_config(path):
+    """``get_config()`` of a config file (path relative to the repository root)."""
+    path = REPO / path
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
+def run(config, keep_workdir=None):
+    """train_and_evaluate in a fresh temporary workdir (removed afterwards); returns metrics."""
+    from cml_tf import train  # pylint: disable=import-outside-toplevel
+    with tempfile.TemporaryDirectory(prefix="cml_bench_") as workdir:
+        return train.train_and_evaluate(config, keep_workdir or workdir)
+
+
+def median_spread(values):
+    """(median, min, max) of a list of numbers."""
+    return statistics.median(values), min(values), max(values)
+
+
+def write_table(name, title, header, rows, payload, command):
+    """Prints a Markdown table and saves it with the raw numbers under benchmarks/results/."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    lines = [f"# {title}", "", f"Command: `{command}`", "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    (RESULTS / f"{name}.md").write_text(text)
+    (RESULTS / f"{name}.json").write_text(json.dumps(
+        {"command": command, "header": header, "rows": rows, "raw": payload}, indent=2,
+        default=float))
+    return text
