@@ -55,6 +55,24 @@ def get_config() -> ml_collections.ConfigDict:
 
     config.eval = ml_collections.ConfigDict(dict(ks=(10, 50, 100)))
 
-    config.export = ml_collections.ConfigDict(dict(
-        enabled=True, index="scann", k=100))
+    # The SavedModel written to <workdir>/saved_model/<version>/ (cml_tf/export.py,
+    # export/README.md). Index parameters left unset (None) come from the catalogue size.
+    config.export = export = ml_collections.ConfigDict()
+    export.enabled = True        # export at the end of training
+    export.index = "scann"       # "scann" (needs ScaNN's ops to serve), "partitioned" or
+                                 # "brute_force" (both: stock TensorFlow / TF Serving)
+    export.k = 100               # results per query, fixed in the signatures
+    export.version = 0           # version folder; 0 = the next free integer
+    export.overwrite = False     # replace an existing version folder
+    export.recall_target = 0.98  # tune the index's search depth to this recall@k vs exact
+                                 # (on export.tune_users users); 0 = keep the defaults
+    export.tune_users = 500
+    export.report_users = 1000   # users of the index report's recall measurement
+    export.report_queries = 200  # timed single-user calls in the index report
+    placeholder = ml_collections.config_dict.placeholder
+    export.scann = ml_collections.ConfigDict(dict(
+        num_leaves=placeholder(int), num_leaves_to_search=placeholder(int),
+        num_reordering_candidates=placeholder(int), tree=placeholder(bool)))
+    export.partitioned = ml_collections.ConfigDict(dict(
+        num_partitions=placeholder(int), num_partitions_to_search=placeholder(int)))
     return config

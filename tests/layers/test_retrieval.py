@@ -301,32 +301,45 @@ def test_factorized_metric_dot_product(data):
 
 
 def test_scann_defaults():
-    assert scann_defaults(500, 10) == {"num_leaves": None, "num_leaves_to_search": None,
-                                       "num_reordering_candidates": None}
-    small = scann_defaults(2048, 10)
-    assert small["num_leaves"] == 40                               # n // 50 bound
+    brute = {"brute_force": True, "num_leaves": None, "num_leaves_to_search": None,
+             "num_reordering_candidates": None}
+    assert scann_defaults(500, 10) == brute
+    hashed = scann_defaults(2048, 10)                               # no tree: AH + re-ordering
+    assert hashed == {"brute_force": False, "num_leaves": None, "num_leaves_to_search": None,
+                      "num_reordering_candidates": 1000}
+    assert scann_defaults(49_999, 100)["num_leaves"] is None
+    assert scann_defaults(49_999, 100)["num_reordering_candidates"] == 3000
+    assert scann_defaults(2048, 10, tree=True)["num_leaves"] == 40  # n // 50 bound
     big = scann_defaults(1_000_000, 10)
-    assert big == {"num_leaves": 1000, "num_leaves_to_search": 64,
+    assert big == {"brute_force": False, "num_leaves": 1000, "num_leaves_to_search": 64,
                    "num_reordering_candidates": 1000}
     assert scann_defaults(10**9, 10)["num_leaves"] == 2000
-    for n in (2048, 10_000, 100_000, 10**7):
+    for n in (2048, 10_000, 50_000, 100_000, 10**7):
         for k in (1, 10, 50, 100):
-            p = scann_defaults(n, k)
-            assert 1 <= p["num_leaves_to_search"] <= p["num_leaves"] <= n // 50
-            assert p["num_reordering_candidates"] % k == 0 or p["num_reordering_candidates"] == n
-            assert k <= p["num_reordering_candidates"] <= n
+            for tree in (None, True):
+                p = scann_defaults(n, k, tree=tree)
+                if p["num_leaves"] is not None:
+                    assert 1 <= p["num_leaves_to_search"] <= p["num_leaves"] <= n // 50
+                else:
+                    assert n < 50_000 and p["num_leaves_to_search"] is None
+                assert (p["num_reordering_candidates"] % k == 0
+                        or p["num_reordering_candidates"] == n)
+                assert k <= p["num_reordering_candidates"] <= n
     assert scann_defaults(300, 10, num_leaves=4)["num_leaves"] == 4   # forced tree
+    assert scann_defaults(300, 10, tree=False)["num_leaves"] is None  # forced hashing
     with pytest.raises(ValueError):
         scann_defaults(0)
+    with pytest.raises(ValueError, match="tree"):
+        scann_defaults(300, 10, num_leaves=4, tree=False)
 
 
 def test_scann_layer_uses_defaults_and_overrides(data):
-    items, _ = data
+    items, queries = data
     assert ScaNN(k=10).index(items[:500]).params["brute_force"]
     assert ScaNN(k=10).index(items[:500]).is_exact()
     layer = ScaNN(k=10).index(items)
-    assert layer.params == {"brute_force": False, **scann_defaults(len(items), 10)}
-    assert not layer.is_exact()
+    assert layer.params == scann_defaults(len(items), 10)
+    assert layer.params["num_leaves"] is None and not layer.is_exact()
     custom = ScaNN(k=10, num_leaves=30, num_leaves_to_search=5,
                    num_reordering_candidates=200).index(items)
     assert custom.params == {"brute_force": False, "num_leaves": 30, "num_leaves_to_search": 5,
@@ -334,6 +347,16 @@ def test_scann_layer_uses_defaults_and_overrides(data):
     forced = ScaNN(k=5, brute_force=False).index(items[:400])
     assert not forced.params["brute_force"]
     assert np.asarray(forced(items[:3])[0]).shape == (3, 5)
+    tree = ScaNN(k=10, tree=True).index(items)
+    assert tree.params["num_leaves"] == scann_defaults(len(items), 10, tree=True)["num_leaves"]
+    # The number of leaves searched can be given per call: all leaves is exact here.
+    _, exact = exact_top_k(queries, items, 10)
+    few = tree(queries, num_leaves_to_search=1)[1].numpy()
+    every = tree(queries, num_leaves_to_search=tree.params["num_leaves"])[1].numpy()
+    assert recall(every, exact) >= recall(few, exact)
+    assert recall(every, exact) >= 0.99
+    with pytest.raises(ValueError, match="tree"):
+        ScaNN(num_leaves=4, tree=False)
 
 
 def test_partitioned_defaults():

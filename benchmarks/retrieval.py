@@ -1,0 +1,313 @@
+"""Top-K serving benchmark through the exported SavedModel: latency, throughput and recall of
+the ``scann``, ``partitioned`` and ``brute_force`` exports.
+
+For each catalogue size a CML model (r=100) is trained for a few epochs on synthetic data with
+planted structure (``cml_tf.data.synthetic``: taste clusters, power-law popularity, bridge
+users), its vectors cached, and exported three times with ``cml_tf.export.export`` (defaults:
+each approximate index tuned to recall@k 0.98 against exact search on 500 other users). Every
+export is loaded with ``tf.saved_model.load`` and measured through its ``serving_default``
+signature -- user id in, top-k item ids out, training items excluded -- exactly what a client
+gets:
+
+* recall@10 and recall@50 against exact search (exclusions applied to both) on --users users;
+* single-query latency: --queries calls of one user id each, per round; p50/p99 of each round,
+  the median over --rounds rounds (rounds interleave the three exports, so a burst of load on
+  this shared machine hits all of them alike);
+* batched throughput: users per second in batches of --batch, median over rounds;
+* speed-up = exact p50 / index p50; export size on disk; export time (build, tuning, save,
+  smoke test, report).
+
+    python benchmarks/retrieval.py                                   # 26k, 260k, 1M items
+    python benchmarks/retrieval.py --sizes=260000 --rounds=3
+    CML_TF_DATA=../shared/data python benchmarks/retrieval.py --citeulike   # + real citeulike-t
+
+Writes benchmarks/results/retrieval.{md,json}. Targets (issue "SavedModel export"): at 260k
+items ScaNN p50 <= 0.25 ms and >= 15x the exact export at recall@50 >= 0.98, at 1M items
+>= 40x; partitioned >= 5x at recall@50 >= 0.95 at 260k. Checked and printed, not asserted.
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import platform
+import shutil
+import sys
+import time
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+import cml_tf  # noqa: I001,E402,F401  (first: routes tf.keras to Keras 2)
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from cml_tf import export  # noqa: E402
+from cml_tf.serving import ExportSpec  # noqa: E402
+from cml_tf.serving.check import exact_recommendations  # noqa: E402
+
+INDEXES = ("brute_force", "scann", "partitioned")
+CITEULIKE_ITEMS = 25_975
+
+
+# ---- vectors from a trained model -------------------------------------------------------------
+
+
+def synthetic_setup(n_items: int) -> dict:
+    """Synthetic data of ``n_items`` items: users = items / 2 (at least 8,000), ~20 likes each,
+    about sqrt(n_items) / 5 taste clusters."""
+    return {"n_items": n_items, "n_users": max(n_items // 2, 8000), "mean_per_user": 20.0,
+            "n_clusters": max(int(round(np.sqrt(n_items) / 5)), 10), "with_features": False,
+            "seed": 0}
+
+
+def trained_vectors(name: str, cache_dir: pathlib.Path, epochs: int, n_items: int | None):
+    """(user_ids, item_ids, user_vectors, item_vectors, known CSR, train seconds), cached."""
+    import scipy.sparse as sp
+
+    cache = cache_dir / f"{name}-e{epochs}.npz"
+    if cache.exists():
+        saved = np.load(cache, allow_pickle=False)
+        known = sp.csr_matrix((saved["data"], saved["indices"], saved["indptr"]),
+                              shape=tuple(saved["shape"]))
+        return (saved["user_ids"], saved["item_ids"], saved["users"], saved["items"], known,
+                float(saved["train_seconds"]))
+    from cml_tf.data.pipeline import positive_pairs_dataset
+    from cml_tf.models import CML
+
+    if name == "citeulike-t":
+        from cml_tf.data import load
+        data = load("citeulike-t", download=False, with_features=False)
+        margin = 1.5
+    else:
+        from cml_tf.data.synthetic import make_synthetic
+        data = make_synthetic(**synthetic_setup(n_items))
+        margin = 0.5
+    tf.keras.utils.set_random_seed(0)
+    model = CML.from_interactions(data, use_features=False, dim=100, margin=margin)
+    model.compile(optimizer=tf.keras.optimizers.Adagrad(0.1))
+    start = time.time()
+    model.fit(positive_pairs_dataset(data, batch_size=8192), epochs=epochs, verbose=0)
+    seconds = time.time() - start
+    known = data.matrix
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    np.savez(cache, user_ids=data.user_ids, item_ids=data.item_ids, users=model.user_vectors,
+             items=model.item_vectors, data=known.data, indices=known.indices,
+             indptr=known.indptr, shape=np.array(known.shape), train_seconds=seconds)
+    return data.user_ids, data.item_ids, model.user_vectors, model.item_vectors, known, seconds
+
+
+# ---- measurements -----------------------------------------------------------------------------
+
+
+def recall_at(found: np.ndarray, reference: np.ndarray, depth: int) -> float:
+    values = []
+    for f, r in zip(found, reference):
+        truth = {i for i in r[:depth] if i}
+        if truth:
+            values.append(len(truth & set(f[:depth])) / len(truth))
+    return float(np.mean(values))
+
+
+def served_ids(signature, user_ids, batch=256) -> np.ndarray:
+    rows = []
+    for lo in range(0, len(user_ids), batch):
+        out = signature(user_id=tf.constant(user_ids[lo:lo + batch]))
+        rows.append(np.char.decode(out["item_ids"].numpy().astype(bytes), "utf-8"))
+    return np.concatenate(rows)
+
+
+def one_round(signature, singles, batch, repeats=3) -> dict:
+    times = []
+    for query in singles:
+        start = time.perf_counter()
+        signature(user_id=query)
+        times.append((time.perf_counter() - start) * 1e3)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        signature(user_id=batch)
+    per_batch = (time.perf_counter() - start) / repeats
+    return {"p50": float(np.percentile(times, 50)), "p99": float(np.percentile(times, 99)),
+            "qps": int(batch.shape[0]) / per_batch}
+
+
+def benchmark_size(name, args, cache_dir, work_dir) -> list[dict]:
+    user_ids, item_ids, users, items, known, train_seconds = trained_vectors(
+        name, cache_dir, args.epochs, None if name == "citeulike-t" else int(name))
+    spec = ExportSpec(user_ids, item_ids, users, items, "squared_l2", known,
+                      model_name=f"CML trained {args.epochs} epochs on {name}")
+    print(f"\n== {name}: {spec.n_users:,} users x {spec.n_items:,} items, r={spec.dim} "
+          f"(trained in {train_seconds:.0f}s)", flush=True)
+    rng = np.random.default_rng(123)
+    sample = np.sort(rng.choice(spec.n_users, min(args.users, spec.n_users), replace=False))
+    start = time.time()
+    _, positions = exact_recommendations(spec, sample, args.k)
+    exact_ids = np.where(positions >= 0, spec.item_ids[np.maximum(positions, 0)], "")
+    print(f"exact reference for {len(sample)} users in {time.time() - start:.1f}s", flush=True)
+
+    loaded, results = {}, {}
+    for index in INDEXES:
+        folder = work_dir / f"{name}-{index}"
+        shutil.rmtree(folder, ignore_errors=True)
+        start = time.time()
+        result = export.export(spec, folder, index=index, k=args.k, report_users=200,
+                               report_queries=50, warmup=False)
+        seconds = time.time() - start
+        loaded[index] = tf.saved_model.load(result["path"])
+        signature = loaded[index].signatures["serving_default"]
+        found = served_ids(signature, spec.user_ids[sample])
+        results[index] = {
+            "catalogue": name, "items": spec.n_items, "users": spec.n_users, "index": index,
+            "parameters": result["report"]["index_parameters"],
+            "recall@10": recall_at(found, exact_ids, 10),
+            f"recall@{args.k}": recall_at(found, exact_ids, args.k),
+            "export_seconds": seconds, "size_mb": result["size_bytes"] / 2**20,
+            "tuning": {key: value for key, value in result["report"]["tuning"].items()
+                       if key != "tried"},
+            "rounds": []}
+        print(f"{index:12s} exported in {seconds:6.1f}s ({results[index]['size_mb']:.0f} MB) "
+              f"recall@10 {results[index]['recall@10']:.4f} recall@{args.k} "
+              f"{results[index][f'recall@{args.k}']:.4f} {results[index]['parameters']}",
+              flush=True)
+
+    singles = [tf.constant([u]) for u in spec.user_ids[rng.choice(spec.n_users, args.queries)]]
+    batch = tf.constant(spec.user_ids[rng.choice(spec.n_users, args.batch)])
+    for index in INDEXES:                                   # warm up every export
+        for query in singles[:20]:
+            loaded[index].signatures["serving_default"](user_id=query)
+    for r in range(args.rounds):
+        for index in INDEXES:
+            results[index]["rounds"].append(
+                one_round(loaded[index].signatures["serving_default"], singles, batch))
+        print(f"round {r + 1}: " + ", ".join(
+            f"{i} p50 {results[i]['rounds'][-1]['p50']:.3f} ms" for i in INDEXES), flush=True)
+    exact_p50 = float(np.median([x["p50"] for x in results["brute_force"]["rounds"]]))
+    rows = []
+    for index in INDEXES:
+        row = results[index]
+        for key in ("p50", "p99", "qps"):
+            row[f"{key}_median"] = float(np.median([x[key] for x in row["rounds"]]))
+        row["speedup_p50"] = exact_p50 / row["p50_median"]
+        rows.append(row)
+    del loaded
+    if not args.keep_exports:
+        for index in INDEXES:
+            shutil.rmtree(work_dir / f"{name}-{index}", ignore_errors=True)
+    return rows
+
+
+def call_floor_ms(work_dir: pathlib.Path, rounds: int, queries: int) -> float:
+    """p50 of a loaded signature that does nothing but return its input's size: what any
+    SavedModel call costs from Python on this machine, whatever the index."""
+    module = tf.Module()
+    module.f = tf.function(lambda user_id: {"n": tf.size(user_id)},
+                           input_signature=[tf.TensorSpec([None], tf.string)])
+    path = work_dir / "call-floor"
+    tf.saved_model.save(module, str(path), signatures={"serving_default": module.f})
+    signature = tf.saved_model.load(str(path)).signatures["serving_default"]
+    query = tf.constant(["u0"])
+    for _ in range(20):
+        signature(user_id=query)
+    p50s = []
+    for _ in range(rounds):
+        times = []
+        for _ in range(queries):
+            start = time.perf_counter()
+            signature(user_id=query)
+            times.append((time.perf_counter() - start) * 1e3)
+        p50s.append(float(np.percentile(times, 50)))
+    shutil.rmtree(path, ignore_errors=True)
+    return float(np.median(p50s))
+
+
+def check_targets(rows, k) -> list[str]:
+    """The issue's targets, as lines of text."""
+    by = {(r["items"], r["index"]): r for r in rows}
+    lines = []
+
+    def line(ok, text):
+        lines.append(f"{'PASS' if ok else 'MISS'}: {text}")
+
+    for n, scann_speedup in ((260_000, 15), (1_000_000, 40)):
+        scann = by.get((n, "scann"))
+        if scann:
+            line(scann["speedup_p50"] >= scann_speedup and scann[f"recall@{k}"] >= 0.98,
+                 f"{n:,} items: ScaNN {scann['speedup_p50']:.1f}x the exact export (target "
+                 f">= {scann_speedup}x) at recall@{k} {scann[f'recall@{k}']:.4f} (>= 0.98)")
+            if n == 260_000:
+                line(scann["p50_median"] <= 0.25,
+                     f"260,000 items: ScaNN p50 {scann['p50_median']:.3f} ms (target <= 0.25)")
+    part = by.get((260_000, "partitioned"))
+    if part:
+        line(part["speedup_p50"] >= 5 and part[f"recall@{k}"] >= 0.95,
+             f"260,000 items: partitioned {part['speedup_p50']:.1f}x at recall@{k} "
+             f"{part[f'recall@{k}']:.4f} (target >= 5x at >= 0.95)")
+    return lines
+
+
+def markdown(rows, args, targets, floor_ms) -> str:
+    k = args.k
+    out = [f"# Serving benchmark: exported SavedModels, `serving_default` (k={k}, r=100)", "",
+           f"Machine: {os.cpu_count()} CPU cores (shared with other work while measured), "
+           f"TensorFlow {tf.__version__}, Python {platform.python_version()}. "
+           f"Latency: median over {args.rounds} rounds of each round's p50/p99 over "
+           f"{args.queries} single-user calls; throughput: batches of {args.batch}. Recall "
+           f"against exact search on {args.users} users, training items excluded. A loaded "
+           f"signature that does nothing costs {floor_ms:.3f} ms per call here (the floor of "
+           f"every p50 below).", "",
+           f"| catalogue | items | index | recall@10 | recall@{k} | p50 ms | p99 ms | "
+           f"speed-up (p50) | batch users/s | export MB | export s | parameters |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        params = ", ".join(f"{a}={b}" for a, b in r["parameters"].items() if b is not None)
+        out.append(f"| {r['catalogue']} | {r['items']:,} | {r['index']} | {r['recall@10']:.4f} | "
+                   f"{r[f'recall@{k}']:.4f} | {r['p50_median']:.3f} | {r['p99_median']:.3f} | "
+                   f"{r['speedup_p50']:.1f}x | {r['qps_median']:,.0f} | {r['size_mb']:.0f} | "
+                   f"{r['export_seconds']:.0f} | {params} |")
+    out += ["", "Targets:", ""] + [f"- {t}" for t in targets]
+    return "\n".join(out) + "\n"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default=f"{CITEULIKE_ITEMS},260000,1000000",
+                        help="catalogue sizes (items) of the synthetic models")
+    parser.add_argument("--citeulike", action="store_true",
+                        help="also the real citeulike-t (needs $CML_TF_DATA/citeulike-t)")
+    parser.add_argument("--k", type=int, default=50)
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--users", type=int, default=1000, help="users of the recall figures")
+    parser.add_argument("--queries", type=int, default=300, help="single calls per round")
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--cache_dir", default=str(pathlib.Path.home() / ".cache" / "cml_tf" /
+                                                   "benchmarks"))
+    parser.add_argument("--work_dir", default=None, help="where exports are written "
+                        "(default: a temporary folder)")
+    parser.add_argument("--keep_exports", action="store_true")
+    parser.add_argument("--out_dir", default=str(pathlib.Path(__file__).parent / "results"))
+    args = parser.parse_args(argv)
+    import tempfile
+
+    work_dir = pathlib.Path(args.work_dir or tempfile.mkdtemp(prefix="cml_tf_bench_"))
+    names = [s for s in args.sizes.split(",") if s] + (["citeulike-t"] if args.citeulike else [])
+    rows = []
+    for name in names:
+        rows += benchmark_size(name, args, pathlib.Path(args.cache_dir), work_dir)
+    floor_ms = call_floor_ms(work_dir, args.rounds, args.queries)
+    targets = check_targets(rows, args.k)
+    table = markdown(rows, args, targets, floor_ms)
+    print("\n" + table)
+    out = pathlib.Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "retrieval.md").write_text(table)
+    (out / "retrieval.json").write_text(json.dumps(
+        {"setup": vars(args), "synthetic": {n: synthetic_setup(int(n)) for n in names
+                                            if n.isdigit()},
+         "call_floor_ms": floor_ms, "rows": rows, "targets": targets}, indent=2))
+    print(f"wrote {out / 'retrieval.md'} and .json")
+    if not args.work_dir:
+        shutil.rmtree(work_dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,285 @@
+"""Checks of a saved export: the smoke test that gates every export, the exact reference, and
+the index report (recall against exact search and latency, measured through the loaded
+SavedModel's own signatures)."""
+
+import math
+import time
+
+import numpy as np
+import tensorflow as tf
+
+REPORT_FILE = "index_report.json"  # in <version>/assets.extra/
+
+
+class SmokeTestError(AssertionError):
+    """A signature of a freshly saved export returned something wrong."""
+
+
+def _check(condition, message):
+    if not condition:
+        raise SmokeTestError(message)
+
+
+# ---- exact reference --------------------------------------------------------------------------
+
+
+def exact_scores(queries: np.ndarray, items: np.ndarray, metric: str) -> np.ndarray:
+    """All-pairs scores in float64, higher is better (``-||q - v||^2`` or ``q.v``)."""
+    q, v = np.asarray(queries, np.float64), np.asarray(items, np.float64)
+    dots = q @ v.T
+    if metric == "dot_product":
+        return dots
+    return -np.maximum((q * q).sum(1)[:, None] - 2.0 * dots + (v * v).sum(1)[None, :], 0.0)
+
+
+def exact_top_k(queries: np.ndarray, items: np.ndarray, k: int, metric: str,
+                exclude=None, chunk_cells: int = 1 << 24) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-``k`` (scores, positions) best first, ties by lower position, without the
+    positions in ``exclude[b]`` (a sequence of index arrays, or None). Empty slots: NaN, -1."""
+    queries = np.asarray(queries, np.float32)
+    n = len(items)
+    chunk = max(1, chunk_cells // max(n, 1))
+    out_scores = np.full((len(queries), k), np.nan)
+    out_positions = np.full((len(queries), k), -1, np.int64)
+    for lo in range(0, len(queries), chunk):
+        scores = exact_scores(queries[lo:lo + chunk], items, metric)
+        if exclude is not None:
+            for b in range(scores.shape[0]):
+                scores[b, np.asarray(exclude[lo + b], np.int64)] = -np.inf
+        width = min(k, n)
+        part = np.argpartition(-scores, width - 1, axis=1)[:, :width] if width < n else \
+            np.tile(np.arange(n), (scores.shape[0], 1))
+        part_scores = np.take_along_axis(scores, part, 1)
+        order = np.lexsort((part, -part_scores), axis=1)
+        positions = np.take_along_axis(part, order, 1)
+        top = np.take_along_axis(scores, positions, 1)
+        valid = np.isfinite(top)
+        out_scores[lo:lo + chunk, :width] = np.where(valid, top, np.nan)
+        out_positions[lo:lo + chunk, :width] = np.where(valid, positions, -1)
+    return out_scores, out_positions
+
+
+def exact_recommendations(spec, user_rows, k: int):
+    """What an exact export's ``serving_default`` returns for known users (row indices)."""
+    user_rows = np.asarray(user_rows, np.int64)
+    known = spec.known
+    exclude = [known.indices[known.indptr[u]:known.indptr[u + 1]] for u in user_rows]
+    return exact_top_k(spec.user_vectors[user_rows], spec.item_vectors, k, spec.metric, exclude)
+
+
+def same_top_k(ids_a, scores_a, ids_b, scores_b, atol: float = 1e-4) -> bool:
+    """Two top-k lists agree up to float rounding: equal scores slot by slot (NaN = NaN) and the
+    same items wherever scores are not tied within ``atol`` of the cut-off."""
+    scores_a, scores_b = np.asarray(scores_a, np.float64), np.asarray(scores_b, np.float64)
+    if scores_a.shape != scores_b.shape:
+        return False
+    if not np.allclose(scores_a, scores_b, atol=atol, rtol=0, equal_nan=True):
+        return False
+    for ra, sa, rb, sb in zip(ids_a, scores_a, ids_b, scores_b):
+        finite = np.isfinite(sa)
+        if not finite.any():
+            continue
+        cut = np.nanmin(sa) + atol
+        clear_a = {i for i, s in zip(ra, sa) if np.isfinite(s) and s > cut}
+        clear_b = {i for i, s in zip(rb, sb) if np.isfinite(s) and s > cut}
+        if clear_a != clear_b or not clear_a <= set(rb) or not clear_b <= set(ra):
+            return False
+    return True
+
+
+def _descending(scores: np.ndarray) -> bool:
+    filled = np.where(np.isnan(scores), -np.inf, scores)
+    nan_tail = np.all(np.diff(np.isnan(scores).astype(np.int8), axis=1) >= 0)
+    return bool(np.all(filled[:, :-1] >= filled[:, 1:]) and nan_tail)
+
+
+def _decode(ids) -> np.ndarray:
+    return np.vectorize(lambda b: b.decode("utf-8"), otypes=[object])(np.asarray(ids)) \
+        if np.asarray(ids).size else np.asarray(ids, object)
+
+
+# ---- smoke test -------------------------------------------------------------------------------
+
+
+def unknown_id(existing) -> str:
+    """An id that is not in ``existing``."""
+    existing = set(existing)
+    candidate = "<unknown id>"
+    while candidate in existing:
+        candidate += "?"
+    return candidate
+
+
+def smoke_test(loaded, spec, k: int, exact: bool, sample: int = 8) -> dict:
+    """Calls every signature of the loaded export on known and unknown ids and an empty batch;
+    raises :class:`SmokeTestError` on the first wrong result. ``exact``: also compares
+    ``serving_default`` with :func:`exact_recommendations`. Returns a summary of what ran."""
+    expected = {"serving_default", "similar_items", "recommend_for_items"}
+    if spec.item_embedder is not None:
+        expected.add("embed_items")
+    _check(set(loaded.signatures) == expected,
+           f"signatures {sorted(loaded.signatures)} != {sorted(expected)}")
+    rng = np.random.default_rng(0)
+    popular = spec.item_ids[spec.popular_items(k)]
+    missing_user, missing_item = unknown_id(spec.user_ids), unknown_id(spec.item_ids)
+
+    # serving_default
+    rows = np.sort(rng.choice(spec.n_users, min(sample, spec.n_users), replace=False))
+    users = list(spec.user_ids[rows]) + [missing_user, ""]
+    out = loaded.signatures["serving_default"](user_id=tf.constant(users))
+    ids, scores, known = (_decode(out["item_ids"].numpy()), out["scores"].numpy(),
+                          out["known"].numpy())
+    _check(ids.shape == scores.shape == (len(users), k) and scores.dtype == np.float32,
+           f"serving_default shapes {ids.shape}, {scores.shape}, dtype {scores.dtype}")
+    _check(known.tolist() == [True] * len(rows) + [False, spec.user_ids.tolist().count("") > 0],
+           f"serving_default known = {known.tolist()}")
+    _check(_descending(scores[known]), "serving_default scores are not descending")
+    for b, u in enumerate(rows):
+        seen = set(spec.item_ids[spec.known.indices[spec.known.indptr[u]:spec.known.indptr[u + 1]]])
+        returned = [i for i in ids[b] if i]
+        _check(not seen & set(returned), f"user {spec.user_ids[u]!r} got a training item")
+        _check(len(set(returned)) == len(returned), "duplicate items in a result")
+        _check(all(bool(i) == np.isfinite(s) for i, s in zip(ids[b], scores[b])),
+               "empty slots must have NaN scores and only they")
+    if spec.metric == "squared_l2":
+        _check(np.all(np.nan_to_num(scores[known], nan=-1.0) <= 1e-5),
+               "squared_l2 scores must be <= 0")
+    for b in np.flatnonzero(~known):
+        _check(list(ids[b]) == list(popular), "unknown users must get the popular items")
+    if exact:
+        ref_scores, ref_positions = exact_recommendations(spec, rows, k)
+        ref_ids = np.where(ref_positions >= 0, spec.item_ids[np.maximum(ref_positions, 0)], "")
+        _check(same_top_k(ids[:len(rows)], scores[:len(rows)], ref_ids, ref_scores),
+               "serving_default differs from exact search")
+    empty = loaded.signatures["serving_default"](user_id=tf.constant([], tf.string))
+    _check(empty["item_ids"].shape == (0, k) and empty["scores"].shape == (0, k),
+           f"empty batch gives {empty['item_ids'].shape}")
+
+    # similar_items
+    items = list(spec.item_ids[rng.choice(spec.n_items, min(4, spec.n_items), replace=False)])
+    out = loaded.signatures["similar_items"](item_id=tf.constant(items + [missing_item]))
+    ids, known = _decode(out["item_ids"].numpy()), out["known"].numpy()
+    _check(ids.shape == (len(items) + 1, k), f"similar_items shape {ids.shape}")
+    _check(known.tolist() == [True] * len(items) + [False], "similar_items known flags")
+    _check(all(item not in row for item, row in zip(items, ids)),
+           "similar_items returned the item itself")
+    _check(_descending(out["scores"].numpy()[known]), "similar_items scores not descending")
+
+    # recommend_for_items
+    liked = list(spec.item_ids[rng.choice(spec.n_items, min(3, spec.n_items), replace=False)])
+    batch = [[liked[0], liked[-1], ""], ["", "", ""], [missing_item, liked[0], ""]]
+    out = loaded.signatures["recommend_for_items"](item_ids=tf.constant(batch))
+    ids, known = _decode(out["item_ids"].numpy()), out["known"].numpy()
+    _check(ids.shape == (3, k), f"recommend_for_items shape {ids.shape}")
+    _check(known.tolist() == [True, False, True], f"recommend_for_items known {known}")
+    _check(not set(ids[0]) & {liked[0], liked[-1]} and liked[0] not in set(ids[2]),
+           "recommend_for_items returned a given item")
+    _check(list(ids[1]) == list(popular), "an empty item list must get the popular items")
+
+    ran = ["serving_default", "similar_items", "recommend_for_items"]
+    if spec.item_embedder is not None:
+        names = list(spec.feature_names[:3])
+        feature_ids = tf.constant([names + [""], [unknown_id(spec.feature_names), "", "", ""]])
+        values = tf.constant([[1.0] * len(names) + [0.0], [1.0, 0.0, 0.0, 0.0]])
+        out = loaded.signatures["embed_items"](feature_ids=feature_ids, feature_values=values)
+        vectors = out["embeddings"].numpy()
+        _check(vectors.shape == (2, spec.dim) and np.all(np.isfinite(vectors)),
+               f"embed_items gives shape {vectors.shape}")
+        columns = np.arange(len(names))
+        sparse = tf.SparseTensor(np.stack([np.zeros_like(columns), columns], 1).astype(np.int64),
+                                 np.ones(len(names), np.float32), [1, spec.n_features])
+        direct = np.asarray(spec.item_embedder(sparse))
+        _check(np.allclose(vectors[:1], direct, atol=1e-5),
+               "embed_items differs from the model's own item embedder")
+        ran.append("embed_items")
+    return {"signatures": ran, "users": len(users), "exact_compared": bool(exact)}
+
+
+# ---- report -----------------------------------------------------------------------------------
+
+
+def _recall(found: np.ndarray, reference: np.ndarray, depth: int) -> float:
+    values = []
+    for f, r in zip(found, reference):
+        truth = {i for i in r[:depth] if i}
+        if truth:
+            values.append(len(truth & set(f[:depth])) / len(truth))
+    return float(np.mean(values)) if values else float("nan")
+
+
+def _percentile(values, q):
+    return float(np.percentile(np.asarray(values), q))
+
+
+def index_report(loaded, spec, k: int, rows, latency_queries: int = 200,
+                 batch_size: int = 256, seed: int = 0) -> dict:
+    """Recall of ``serving_default`` against exact search (exclusions applied to both) on the
+    known users ``rows`` (indices), and latency of the loaded signature.
+
+    ``recall@n`` = |top-n of the export ∩ exact top-n| / |exact top-n|, averaged over the sample.
+    Latency: ``latency_queries`` single-user calls (after 5 warm-up calls), p50/p99/mean in ms;
+    throughput: batches of ``batch_size`` users.
+    """
+    serve = loaded.signatures["serving_default"]
+    rng = np.random.default_rng(seed)
+    rows = np.asarray(rows, np.int64)
+    found = []
+    for lo in range(0, len(rows), batch_size):
+        out = serve(user_id=tf.constant(spec.user_ids[rows[lo:lo + batch_size]]))
+        found.append(_decode(out["item_ids"].numpy()))
+    found = np.concatenate(found) if found else np.zeros((0, k), object)
+    _, positions = exact_recommendations(spec, rows, k)
+    reference = np.where(positions >= 0, spec.item_ids[np.maximum(positions, 0)], "")
+    small = min(10, k)
+
+    latencies = []
+    if spec.n_users and latency_queries:
+        timed = rows if len(rows) else rng.choice(spec.n_users, min(latency_queries, spec.n_users))
+        singles = [tf.constant([spec.user_ids[u]]) for u in timed[:latency_queries]]
+        for query in singles[:5]:
+            serve(user_id=query)
+        for i in range(latency_queries):
+            query = singles[i % len(singles)]
+            start = time.perf_counter()
+            serve(user_id=query)
+            latencies.append((time.perf_counter() - start) * 1e3)
+        batch = tf.constant(spec.user_ids[rng.choice(spec.n_users, batch_size)])
+        serve(user_id=batch)
+        repeats = 3
+        start = time.perf_counter()
+        for _ in range(repeats):
+            serve(user_id=batch)
+        batch_seconds = (time.perf_counter() - start) / repeats
+    report = {
+        "sample_users": int(len(rows)),
+        f"recall@{small}": _recall(found, reference, small),
+        f"recall@{k}": _recall(found, reference, k),
+        "recall_small_k": small,
+        "latency_ms": {"p50": _percentile(latencies, 50) if latencies else None,
+                       "p99": _percentile(latencies, 99) if latencies else None,
+                       "mean": float(np.mean(latencies)) if latencies else None,
+                       "queries": len(latencies)},
+    }
+    if latencies:
+        report["batch"] = {"size": batch_size,
+                           "ms_per_batch": batch_seconds * 1e3,
+                           "queries_per_second": batch_size / batch_seconds}
+    return report
+
+
+def format_report(report: dict) -> str:
+    """One log line."""
+    k = report["k"]
+    small = report["recall_small_k"]
+    latency = report["latency_ms"]
+    recalls = ", ".join(f"recall@{n} {report[f'recall@{n}']:.4f}" for n in sorted({small, k}))
+    text = (f"{report['index']} index over {report['n_items']:,} items (k={k}): {recalls} vs "
+            f"exact on {report['sample_users']} users")
+    if latency["p50"] is not None:
+        text += f"; 1 user p50 {latency['p50']:.2f} ms, p99 {latency['p99']:.2f} ms"
+    if "batch" in report:
+        batch = report["batch"]
+        text += f"; batch {batch['size']}: {batch['queries_per_second']:,.0f} users/s"
+    if not math.isfinite(report[f"recall@{k}"]):
+        text += " (no user to measure recall on)"
+    return text

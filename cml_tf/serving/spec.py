@@ -1,0 +1,160 @@
+"""What an export needs from a trained model: :class:`ExportSpec`, the small interface.
+
+An export does not look inside a model class. It needs
+
+* the raw ids of the users and items (strings, as a person sees them) and their vectors,
+* the ``metric`` that compares them: ``"squared_l2"`` (CML: score ``-||u - v||^2``) or
+  ``"dot_product"`` (matrix factorisation: score ``u . v``),
+* per user, the items of the training input (train + validation) that recommendations exclude,
+* the item popularity that the unknown-id fallback ranks by,
+* optionally, a function from item features (a ``tf.SparseTensor`` [batch, n_features]) to item
+  vectors, for cold-start items, with the names of the feature columns.
+
+:func:`spec_from_model` builds it from any model that has ``user_vectors``, ``item_vectors`` and
+``metric`` (and, for the feature signature, ``embed_items`` and ``n_features``), plus the
+data :class:`~cml_tf.data.split.Split` it was trained on. A model that stores its vectors
+differently builds an :class:`ExportSpec` directly.
+"""
+
+import dataclasses
+from typing import Callable, Optional
+
+import numpy as np
+import scipy.sparse as sp
+import tensorflow as tf
+
+METRICS = ("squared_l2", "dot_product")
+
+
+def _as_ids(ids, kind: str) -> np.ndarray:
+    ids = np.asarray(ids)
+    if ids.dtype.kind == "S":
+        ids = np.char.decode(ids, "utf-8")
+    if ids.dtype.kind != "U":
+        ids = ids.astype(str)
+    if ids.ndim != 1:
+        raise ValueError(f"{kind} ids must be a vector, got shape {ids.shape}")
+    if len(np.unique(ids)) != len(ids):
+        raise ValueError(f"{kind} ids are not unique")
+    bad = [i for i in ids if "\n" in i or "\r" in i]
+    if bad:
+        raise ValueError(f"{kind} ids must not contain line breaks (the export stores them as "
+                         f"one id per line), e.g. {bad[0]!r}")
+    return ids
+
+
+@dataclasses.dataclass(eq=False)
+class ExportSpec:
+    """Everything an export takes from a model and its training data.
+
+    Attributes:
+      user_ids, item_ids: raw ids (str arrays), ``user_ids[u]`` is the id of row ``u`` of
+        ``user_vectors``. Unique, without line breaks.
+      user_vectors, item_vectors: float32 ``[n_users, dim]`` and ``[n_items, dim]``.
+      metric: ``"squared_l2"`` (scores ``-||u - v||^2``; ``recommend_for_items`` queries with the
+        censored mean ``y / max(||y||, 1)`` of the items' vectors) or ``"dot_product"``
+        (scores ``u . v``; the plain mean).
+      known: ``[n_users, n_items]`` sparse matrix, non-zero where the user interacted with the
+        item in the training input: those items are never recommended to that user.
+      popularity: ``[n_items]`` counts that rank the fallback for unknown ids (default: the
+        number of users of ``known`` per item).
+      item_embedder: optional ``f(tf.SparseTensor [batch, n_features] float32) -> [batch, dim]``
+        (the ``embed_items`` signature). Its variables are found by tracing it.
+      feature_names: names of the feature columns (str array of ``n_features``), required with
+        ``item_embedder``.
+      model_name: recorded in the export's report.
+    """
+
+    user_ids: np.ndarray
+    item_ids: np.ndarray
+    user_vectors: np.ndarray
+    item_vectors: np.ndarray
+    metric: str
+    known: sp.spmatrix
+    popularity: Optional[np.ndarray] = None
+    item_embedder: Optional[Callable[[tf.SparseTensor], tf.Tensor]] = None
+    feature_names: Optional[np.ndarray] = None
+    model_name: str = "model"
+
+    def __post_init__(self):
+        if self.metric not in METRICS:
+            raise ValueError(f"metric must be one of {METRICS}, got {self.metric!r}")
+        self.user_ids = _as_ids(self.user_ids, "user")
+        self.item_ids = _as_ids(self.item_ids, "item")
+        self.user_vectors = np.ascontiguousarray(self.user_vectors, np.float32)
+        self.item_vectors = np.ascontiguousarray(self.item_vectors, np.float32)
+        n_users, n_items = len(self.user_ids), len(self.item_ids)
+        if n_items == 0 or n_users == 0:
+            raise ValueError(f"nothing to export: {n_users} users, {n_items} items")
+        for name, vectors, n in (("user_vectors", self.user_vectors, n_users),
+                                 ("item_vectors", self.item_vectors, n_items)):
+            if vectors.ndim != 2 or vectors.shape[0] != n:
+                raise ValueError(f"{name} has shape {vectors.shape}; expected ({n}, dim)")
+            if not np.all(np.isfinite(vectors)):
+                raise ValueError(f"{name} contain NaN or Inf values")
+        if self.user_vectors.shape[1] != self.item_vectors.shape[1]:
+            raise ValueError(f"user and item vectors differ in dimension: "
+                             f"{self.user_vectors.shape[1]} vs {self.item_vectors.shape[1]}")
+        known = sp.csr_matrix(self.known)
+        if known.shape != (n_users, n_items):
+            raise ValueError(f"known has shape {known.shape}; expected ({n_users}, {n_items})")
+        known = sp.csr_matrix((np.ones(known.nnz, np.float32), known.indices, known.indptr),
+                              shape=known.shape)
+        known.sum_duplicates()
+        known.sort_indices()
+        self.known = known
+        if self.popularity is None:
+            self.popularity = np.bincount(known.indices, minlength=n_items)
+        self.popularity = np.asarray(self.popularity, np.float64)
+        if self.popularity.shape != (n_items,):
+            raise ValueError(f"popularity has shape {self.popularity.shape}; expected "
+                             f"({n_items},)")
+        if self.item_embedder is not None:
+            if self.feature_names is None:
+                raise ValueError("item_embedder needs feature_names")
+            self.feature_names = _as_ids(self.feature_names, "feature")
+
+    @property
+    def n_users(self) -> int:
+        return len(self.user_ids)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
+
+    @property
+    def dim(self) -> int:
+        return self.item_vectors.shape[1]
+
+    @property
+    def n_features(self) -> int:
+        return 0 if self.feature_names is None else len(self.feature_names)
+
+    def popular_items(self, k: int) -> np.ndarray:
+        """The fallback for unknown ids: the ``k`` items with the highest popularity, ties by
+        lower item index."""
+        return np.lexsort((np.arange(self.n_items), -self.popularity))[:k]
+
+
+def spec_from_model(model, split, model_name: Optional[str] = None) -> ExportSpec:
+    """The :class:`ExportSpec` of a trained model and the Split (or Interactions) it was
+    trained on.
+
+    Uses only ``model.user_vectors``, ``model.item_vectors``, ``model.metric`` and, when the
+    model has item features (``model.n_features > 0``), ``model.embed_items``. The excluded
+    items are ``split.known_matrix()`` (train + validation: what a deployed model has seen);
+    the fallback popularity counts users per item in that same matrix.
+    """
+    train = getattr(split, "train", split)
+    known = split.known_matrix() if hasattr(split, "known_matrix") else train.matrix
+    embedder, feature_names = None, None
+    if getattr(model, "n_features", 0) and callable(getattr(model, "embed_items", None)):
+        embedder = model.embed_items
+        feature_names = train.feature_names
+        if feature_names is None or len(feature_names) != model.n_features:
+            feature_names = np.array([f"f{j}" for j in range(model.n_features)])
+    return ExportSpec(user_ids=train.user_ids, item_ids=train.item_ids,
+                      user_vectors=model.user_vectors, item_vectors=model.item_vectors,
+                      metric=getattr(model, "metric", "squared_l2"), known=known,
+                      item_embedder=embedder, feature_names=feature_names,
+                      model_name=model_name or type(model).__name__)

@@ -1,0 +1,218 @@
+// Serving a cml_tf SavedModel from C++: the code path TF Serving's model server is built on.
+//
+// Loads an export with tensorflow::LoadSavedModel (tag "serve"), feeds a batch of raw ids
+// (tf.string, shape [batch]) to the single input of a signature (default "serving_default")
+// and prints every output of that signature as one JSON object on stdout.
+//
+// ScaNN exports contain ScaNN's custom ops: pass --ops_library=<site-packages>/scann/scann_ops/
+// cc/_scann_ops.so so that they are registered (TF_LoadLibrary) before the graph is loaded.
+// Without it LoadSavedModel fails with "Op type not registered 'ScannSearch...'", which is what
+// a stock TF Serving model server says about such an export too.
+//
+// Build (headers and libraries come from the tensorflow pip package itself; see
+// export/README.md, "Serving from C++"):
+//
+//   TF=$(python -c "import tensorflow as tf; print(tf.sysconfig.get_lib())")
+//   g++ -O2 -std=c++17 -D_GLIBCXX_USE_CXX11_ABI=1 -DEIGEN_MAX_ALIGN_BYTES=64 \
+//       -I"$TF/include" export/serving_example.cc -o serving_example \
+//       -L"$TF" -l:libtensorflow_cc.so.2 -l:libtensorflow_framework.so.2 -Wl,-rpath,"$TF"
+//
+// Run:
+//
+//   ./serving_example [--ops_library=PATH]... [--signature=NAME] EXPORT_DIR ID [ID...]
+//
+// Exit codes: 0 success, 1 usage, 2 ops library failed to load, 3 LoadSavedModel failed,
+// 4 signature or input problem, 5 Session::Run failed.
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <functional>
+#include <iostream>
+#include <sstream>
+#include <string>
+#include <unordered_set>
+#include <utility>
+#include <vector>
+
+#include "tensorflow/c/c_api.h"
+#include "tensorflow/cc/saved_model/loader.h"
+#include "tensorflow/core/framework/tensor.h"
+#include "tensorflow/core/protobuf/meta_graph.pb.h"
+#include "tensorflow/core/public/session_options.h"
+
+namespace {
+
+// tensorflow::kSavedModelTagServe lives in tag_constants.h, which the pip package does not ship.
+constexpr char kServeTag[] = "serve";
+
+std::string JsonString(const std::string& s) {
+  std::ostringstream out;
+  out << '"';
+  for (unsigned char c : s) {
+    switch (c) {
+      case '"': out << "\\\""; break;
+      case '\\': out << "\\\\"; break;
+      case '\n': out << "\\n"; break;
+      case '\r': out << "\\r"; break;
+      case '\t': out << "\\t"; break;
+      default:
+        if (c < 0x20) {
+          char buf[8];
+          std::snprintf(buf, sizeof(buf), "\\u%04x", c);
+          out << buf;
+        } else {
+          out << c;
+        }
+    }
+  }
+  out << '"';
+  return out.str();
+}
+
+std::string JsonNumber(double v) {
+  if (std::isnan(v)) return "NaN";  // Python's json module reads NaN / Infinity
+  if (std::isinf(v)) return v > 0 ? "Infinity" : "-Infinity";
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), "%.9g", v);
+  return buf;
+}
+
+// One element of a tensor as JSON.
+std::string Element(const tensorflow::Tensor& t, int64_t i) {
+  switch (t.dtype()) {
+    case tensorflow::DT_STRING:
+      return JsonString(std::string(t.flat<tensorflow::tstring>()(i)));
+    case tensorflow::DT_FLOAT: return JsonNumber(t.flat<float>()(i));
+    case tensorflow::DT_DOUBLE: return JsonNumber(t.flat<double>()(i));
+    case tensorflow::DT_BOOL: return t.flat<bool>()(i) ? "true" : "false";
+    case tensorflow::DT_INT32: return std::to_string(t.flat<int32_t>()(i));
+    case tensorflow::DT_INT64: return std::to_string(t.flat<int64_t>()(i));
+    default: return "null";
+  }
+}
+
+// A tensor as nested JSON lists, row-major.
+std::string ToJson(const tensorflow::Tensor& t) {
+  const int rank = t.dims();
+  if (rank == 0) return Element(t, 0);
+  std::ostringstream out;
+  std::vector<int64_t> dims(t.shape().dim_sizes().begin(), t.shape().dim_sizes().end());
+  // Recursive lambda over the dimensions.
+  int64_t next = 0;
+  std::function<void(int)> emit = [&](int d) {
+    out << '[';
+    for (int64_t i = 0; i < dims[d]; ++i) {
+      if (i) out << ',';
+      if (d + 1 == rank) {
+        out << Element(t, next++);
+      } else {
+        emit(d + 1);
+      }
+    }
+    out << ']';
+  };
+  emit(0);
+  return out.str();
+}
+
+int Usage() {
+  std::cerr << "usage: serving_example [--ops_library=PATH]... [--signature=NAME] EXPORT_DIR "
+               "ID [ID...]\n";
+  return 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<std::string> ops_libraries;
+  std::string signature_name = "serving_default";
+  std::vector<std::string> positional;
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg.rfind("--ops_library=", 0) == 0) {
+      ops_libraries.push_back(arg.substr(14));
+    } else if (arg.rfind("--signature=", 0) == 0) {
+      signature_name = arg.substr(12);
+    } else if (arg == "--") {
+      for (++i; i < argc; ++i) positional.push_back(argv[i]);
+    } else {
+      positional.push_back(arg);
+    }
+  }
+  if (positional.empty()) return Usage();
+  const std::string export_dir = positional[0];
+  const std::vector<std::string> ids(positional.begin() + 1, positional.end());
+
+  // Custom op libraries (ScaNN) register their ops with the process-wide registry.
+  for (const std::string& path : ops_libraries) {
+    TF_Status* status = TF_NewStatus();
+    TF_Library* library = TF_LoadLibrary(path.c_str(), status);
+    if (TF_GetCode(status) != TF_OK || library == nullptr) {
+      std::cerr << "cannot load ops library " << path << ": " << TF_Message(status) << "\n";
+      TF_DeleteStatus(status);
+      return 2;
+    }
+    TF_DeleteStatus(status);  // the library stays loaded for the life of the process
+  }
+
+  tensorflow::SavedModelBundle bundle;
+  tensorflow::SessionOptions session_options;
+  tensorflow::RunOptions run_options;
+  tensorflow::Status status = tensorflow::LoadSavedModel(
+      session_options, run_options, export_dir, {kServeTag}, &bundle);
+  if (!status.ok()) {
+    std::cerr << "LoadSavedModel failed: " << status.ToString() << "\n";
+    return 3;
+  }
+
+  const auto& signatures = bundle.meta_graph_def.signature_def();
+  auto found = signatures.find(signature_name);
+  if (found == signatures.end()) {
+    std::cerr << "no signature " << signature_name << "; the export has:";
+    for (const auto& entry : signatures) std::cerr << " " << entry.first;
+    std::cerr << "\n";
+    return 4;
+  }
+  const tensorflow::SignatureDef& signature = found->second;
+  if (signature.inputs_size() != 1) {
+    std::cerr << "signature " << signature_name << " has " << signature.inputs_size()
+              << " inputs; this example feeds one vector of string ids\n";
+    return 4;
+  }
+  const auto& input = *signature.inputs().begin();
+  if (input.second.dtype() != tensorflow::DT_STRING) {
+    std::cerr << "input " << input.first << " is not a string tensor\n";
+    return 4;
+  }
+
+  tensorflow::Tensor batch(tensorflow::DT_STRING,
+                           tensorflow::TensorShape({static_cast<int64_t>(ids.size())}));
+  for (size_t i = 0; i < ids.size(); ++i) batch.flat<tensorflow::tstring>()(i) = ids[i];
+
+  std::vector<std::string> output_keys, output_names;
+  for (const auto& entry : signature.outputs()) {  // a Map: sort for a stable order
+    output_keys.push_back(entry.first);
+  }
+  std::sort(output_keys.begin(), output_keys.end());
+  for (const auto& key : output_keys) output_names.push_back(signature.outputs().at(key).name());
+
+  std::vector<tensorflow::Tensor> outputs;
+  status = bundle.session->Run({{input.second.name(), batch}}, output_names, {}, &outputs);
+  if (!status.ok()) {
+    std::cerr << "Session::Run failed: " << status.ToString() << "\n";
+    return 5;
+  }
+
+  std::cout << "{\"signature\":" << JsonString(signature_name) << ",\"input\":"
+            << JsonString(input.first) << ",\"outputs\":{";
+  for (size_t i = 0; i < outputs.size(); ++i) {
+    if (i) std::cout << ',';
+    std::cout << JsonString(output_keys[i]) << ":{\"dtype\":"
+              << JsonString(tensorflow::DataTypeString(outputs[i].dtype()))
+              << ",\"shape\":" << JsonString(outputs[i].shape().DebugString())
+              << ",\"value\":" << ToJson(outputs[i]) << "}";
+  }
+  std::cout << "}}" << std::endl;
+  return 0;
+}

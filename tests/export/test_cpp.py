@@ -1,0 +1,100 @@
+"""The C++ path TF Serving is built on: export/serving_example.cc, compiled against the
+TensorFlow wheel's own headers and libtensorflow_cc.so.2, loads each export with
+tensorflow::LoadSavedModel and runs its signatures on string ids."""
+
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from export_helpers import REPO
+
+pytestmark = pytest.mark.slow
+
+SOURCE = REPO / "export" / "serving_example.cc"
+
+
+def scann_ops_library() -> pathlib.Path:
+    import scann
+    return pathlib.Path(scann.__file__).parent / "scann_ops" / "cc" / "_scann_ops.so"
+
+
+@pytest.fixture(scope="module")
+def binary(tmp_path_factory):
+    compiler = shutil.which("g++") or shutil.which("c++")
+    if compiler is None:
+        pytest.skip("no C++ compiler on this machine")
+    lib = pathlib.Path(tf.sysconfig.get_lib())
+    out = tmp_path_factory.mktemp("cpp") / "serving_example"
+    command = [compiler, "-O1", "-w", *tf.sysconfig.get_compile_flags(), str(SOURCE), "-o",
+               str(out), f"-L{lib}", "-l:libtensorflow_cc.so.2", "-l:libtensorflow_framework.so.2",
+               f"-Wl,-rpath,{lib}"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return out
+
+
+def run(binary, *args):
+    env = {"PATH": "/usr/bin:/bin", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    return subprocess.run([str(binary), *map(str, args)], capture_output=True, text=True,
+                          timeout=300, env=env, check=False)
+
+
+def python_outputs(path, signature, key, ids):
+    model = tf.saved_model.load(str(path))
+    return {name: value.numpy() for name, value in
+            model.signatures[signature](**{key: tf.constant(ids)}).items()}
+
+
+def assert_same(cpp_json, expected):
+    outputs = cpp_json["outputs"]
+    assert set(outputs) == set(expected)
+    for name, value in expected.items():
+        got = outputs[name]["value"]
+        if value.dtype == object:
+            assert got == [[b.decode() for b in row] for row in value.tolist()], name
+        elif value.dtype == bool:
+            assert got == value.tolist(), name
+        else:
+            np.testing.assert_allclose(np.array(got, dtype=float), value, rtol=1e-6, atol=1e-7,
+                                       equal_nan=True)
+
+
+@pytest.mark.parametrize("label", ["brute_force", "partitioned", "scann"])
+def test_cpp_serving_default_matches_python(label, binary, trained, exports):
+    _, _, spec = trained
+    path = exports[label][0]
+    ids = [str(u) for u in spec.user_ids[:6]] + ["ghost", ""]
+    args = [f"--ops_library={scann_ops_library()}"] if label == "scann" else []
+    done = run(binary, *args, path, *ids)
+    assert done.returncode == 0, done.stderr[-4000:]
+    result = json.loads(done.stdout)
+    assert result["signature"] == "serving_default" and result["input"] == "user_id"
+    assert result["outputs"]["item_ids"]["shape"] == f"[{len(ids)},20]"
+    assert result["outputs"]["known"]["value"] == [True] * 6 + [False, False]
+    assert_same(result, python_outputs(path, "serving_default", "user_id", ids))
+
+
+def test_cpp_similar_items_and_empty_batch(binary, trained, exports):
+    _, _, spec = trained
+    path = exports["brute_force"][0]
+    items = [str(i) for i in spec.item_ids[:3]]
+    done = run(binary, "--signature=similar_items", path, *items)
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert_same(json.loads(done.stdout), python_outputs(path, "similar_items", "item_id", items))
+    empty = run(binary, path)
+    assert empty.returncode == 0, empty.stderr[-4000:]
+    assert json.loads(empty.stdout)["outputs"]["item_ids"]["shape"] == "[0,20]"
+
+
+def test_cpp_scann_export_needs_the_scann_ops(binary, exports):
+    done = run(binary, exports["scann"][0], "u1")
+    assert done.returncode != 0
+    assert "Op type not registered" in done.stderr and "Scann" in done.stderr
+    bad = run(binary, "--ops_library=/nonexistent/_scann_ops.so", exports["scann"][0], "u1")
+    assert bad.returncode == 2 and "cannot load ops library" in bad.stderr
+    assert os.path.exists(scann_ops_library())
