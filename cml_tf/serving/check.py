@@ -59,6 +59,14 @@ def exact_top_k(queries: np.ndarray, items: np.ndarray, k: int, metric: str,
     return out_scores, out_positions
 
 
+def exact_fallback(spec, k: int):
+    """What an exact export returns for an unknown id: ``(ids [k], scores [k])`` of the items
+    nearest to :meth:`~cml_tf.serving.spec.ExportSpec.fallback_query`."""
+    scores, positions = exact_top_k(spec.fallback_query()[None], spec.item_vectors, k,
+                                    spec.metric)
+    return spec.item_ids[positions[0]], scores[0]
+
+
 def exact_recommendations(spec, user_rows, k: int):
     """What an exact export's ``serving_default`` returns for known users (row indices)."""
     user_rows = np.asarray(user_rows, np.int64)
@@ -120,7 +128,7 @@ def smoke_test(loaded, spec, k: int, exact: bool, sample: int = 8) -> dict:
     _check(set(loaded.signatures) == expected,
            f"signatures {sorted(loaded.signatures)} != {sorted(expected)}")
     rng = np.random.default_rng(0)
-    popular = spec.item_ids[spec.popular_items(k)]
+    fallback_ids, fallback_scores = exact_fallback(spec, k)
     missing_user, missing_item = unknown_id(spec.user_ids), unknown_id(spec.item_ids)
 
     # serving_default
@@ -142,10 +150,15 @@ def smoke_test(loaded, spec, k: int, exact: bool, sample: int = 8) -> dict:
         _check(all(bool(i) == np.isfinite(s) for i, s in zip(ids[b], scores[b])),
                "empty slots must have NaN scores and only they")
     if spec.metric == "squared_l2":
-        _check(np.all(np.nan_to_num(scores[known], nan=-1.0) <= 1e-5),
-               "squared_l2 scores must be <= 0")
-    for b in np.flatnonzero(~known):
-        _check(list(ids[b]) == list(popular), "unknown users must get the popular items")
+        _check(np.all(np.nan_to_num(scores, nan=-1.0) <= 1e-5), "squared_l2 scores must be <= 0")
+    _check(_descending(scores[~known]), "fallback scores are not descending")
+    fallback = ids[~known]
+    _check(all(list(row) == list(fallback[0]) for row in fallback),
+           "unknown users must all get the same fallback")
+    if exact:
+        _check(same_top_k(fallback[:1], scores[~known][:1], fallback_ids[None],
+                          fallback_scores[None]),
+               "unknown users must get the items nearest to the users' centroid")
     if exact:
         ref_scores, ref_positions = exact_recommendations(spec, rows, k)
         ref_ids = np.where(ref_positions >= 0, spec.item_ids[np.maximum(ref_positions, 0)], "")
@@ -163,7 +176,8 @@ def smoke_test(loaded, spec, k: int, exact: bool, sample: int = 8) -> dict:
     _check(known.tolist() == [True] * len(items) + [False], "similar_items known flags")
     _check(all(item not in row for item, row in zip(items, ids)),
            "similar_items returned the item itself")
-    _check(_descending(out["scores"].numpy()[known]), "similar_items scores not descending")
+    _check(_descending(out["scores"].numpy()), "similar_items scores not descending")
+    _check(list(ids[-1]) == list(fallback[0]), "an unknown item must get the fallback")
 
     # recommend_for_items
     liked = list(spec.item_ids[rng.choice(spec.n_items, min(3, spec.n_items), replace=False)])
@@ -174,7 +188,7 @@ def smoke_test(loaded, spec, k: int, exact: bool, sample: int = 8) -> dict:
     _check(known.tolist() == [True, False, True], f"recommend_for_items known {known}")
     _check(not set(ids[0]) & {liked[0], liked[-1]} and liked[0] not in set(ids[2]),
            "recommend_for_items returned a given item")
-    _check(list(ids[1]) == list(popular), "an empty item list must get the popular items")
+    _check(list(ids[1]) == list(fallback[0]), "an empty item list must get the fallback")
 
     ran = ["serving_default", "similar_items", "recommend_for_items"]
     if spec.item_embedder is not None:

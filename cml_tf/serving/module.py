@@ -9,9 +9,8 @@ Signatures (``k`` fixed at export; ids are ``tf.string``; ``B`` = batch):
 
 ``serving_default``: ``user_id [B]`` -> ``item_ids [B, k]``, ``scores [B, k]``, ``known [B]``.
     The top-``k`` items of a known user, best first, without the items of the user's training
-    input. An unknown id (``known`` false) gets the fallback: the ``k`` most popular items of
-    the training input, with ``scores`` = their popularity (fraction of training users who
-    interacted with the item, in [0, 1], descending).
+    input. An unknown id (``known`` false) gets the fallback: the items nearest to the centroid
+    of all users (censored into the unit ball for squared_l2), scored like any other query.
 ``similar_items``: ``item_id [B]`` -> ``item_ids [B, k]``, ``scores [B, k]``, ``known [B]``.
     Nearest items to the item (itself excluded); an unknown item gets the same fallback.
 ``recommend_for_items``: ``item_ids [B, L]`` (padded with ``""``) -> ``item_ids [B, k]``,
@@ -36,10 +35,12 @@ import numpy as np
 import tensorflow as tf
 
 from cml_tf.layers import retrieval
+from cml_tf.serving.check import exact_fallback
 
 INDEXES = ("scann", "partitioned", "brute_force")
-FALLBACK = ("the k most popular items of the training input (users per item; ties by item "
-            "order), scores = fraction of training users who interacted with each item")
+FALLBACK = ("the k items nearest to the centroid of all user vectors (censored into the unit "
+            "ball for squared_l2), found by exact search at export time and scored like any "
+            "query; known = false")
 _INT64_MAX = np.iinfo(np.int64).max
 
 
@@ -135,11 +136,12 @@ class ServingModule(tf.Module):
                                       name="known_keys")
         self.known_counts = tf.Variable(np.diff(known.indptr).astype(np.int64), trainable=False,
                                         name="known_counts")
-        popular = spec.popular_items(self._k)
-        share = spec.popularity[popular] / max(spec.n_users, 1)
-        self.fallback_positions = tf.Variable(popular.astype(np.int32), trainable=False,
-                                              name="fallback_positions")
-        self.fallback_scores = tf.Variable(share.astype(np.float32), trainable=False,
+        # The fallback is computed exactly once, here, so every signature returns the same list.
+        fallback_ids, fallback_scores = exact_fallback(spec, self._k)
+        self.fallback_positions = tf.Variable(
+            spec.item_index(fallback_ids).astype(np.int32), trainable=False,
+            name="fallback_positions")
+        self.fallback_scores = tf.Variable(fallback_scores.astype(np.float32), trainable=False,
                                            name="fallback_scores")
 
         self._index = _Untracked(index)
@@ -186,17 +188,18 @@ class ServingModule(tf.Module):
         counts = tf.where(known, tf.gather(self.known_counts, rows), 0)
         width = self._k + tf.cast(tf.reduce_max(tf.concat([counts, [0]], 0)), tf.int32)
         scores, positions = self._search(tf.gather(self.user_vectors, rows), width)
-        excluded = self._is_known(rows, positions)
+        excluded = self._is_known(rows, positions) & known[:, None]
         scores, positions = _best(scores, positions, excluded, self._k)
-        return self._outputs(scores, positions, known)
+        return self._outputs(positions, scores, known)
 
     def _similar_items(self, item_id):
         items = self.item_table.lookup(item_id)
         known = items >= 0
         rows = tf.cast(tf.maximum(items, 0), tf.int32)
         scores, positions = self._search(tf.gather(self.item_vectors, rows), self._k + 1)
-        scores, positions = _best(scores, positions, tf.equal(positions, rows[:, None]), self._k)
-        return self._outputs(scores, positions, known)
+        itself = tf.equal(positions, rows[:, None]) & known[:, None]
+        scores, positions = _best(scores, positions, itself, self._k)
+        return self._outputs(positions, scores, known)
 
     def _recommend_for_items(self, item_ids):
         items = self.item_table.lookup(item_ids)                                  # [B, L]
@@ -216,7 +219,7 @@ class ServingModule(tf.Module):
         slot = tf.minimum(tf.searchsorted(given, positions), tf.shape(given)[1] - 1)
         excluded = tf.equal(tf.gather(given, slot, batch_dims=1), positions)
         scores, positions = _best(scores, positions, excluded, self._k)
-        return self._outputs(scores, positions, known)
+        return self._outputs(positions, scores, known)
 
     def _embed_items(self, feature_ids, feature_values):
         tf.debugging.assert_equal(tf.shape(feature_ids), tf.shape(feature_values),
@@ -250,12 +253,13 @@ class ServingModule(tf.Module):
         found = tf.gather(known_keys, tf.searchsorted(known_keys, flat))
         return tf.reshape(tf.equal(found, flat), tf.shape(keys))
 
-    def _outputs(self, scores, positions, known):
+    def _outputs(self, positions, scores, known):
+        """Output dict; rows of unknown ids get the precomputed fallback."""
         batch = tf.shape(positions)[0]
-        fallback_positions = tf.tile(self.fallback_positions[None, :], [batch, 1])
-        fallback_scores = tf.tile(self.fallback_scores[None, :], [batch, 1])
-        positions = tf.where(known[:, None], positions, fallback_positions)
-        scores = tf.where(known[:, None], scores, fallback_scores)
+        positions = tf.where(known[:, None], positions,
+                             tf.tile(self.fallback_positions[None, :], [batch, 1]))
+        scores = tf.where(known[:, None], scores,
+                          tf.tile(self.fallback_scores[None, :], [batch, 1]))
         ids = tf.where(positions >= 0, tf.gather(self.item_id_strings, tf.maximum(positions, 0)),
                        tf.constant(b""))
         return {"item_ids": ids, "scores": scores, "known": known}

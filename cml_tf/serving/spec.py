@@ -6,7 +6,7 @@ An export does not look inside a model class. It needs
 * the ``metric`` that compares them: ``"squared_l2"`` (CML: score ``-||u - v||^2``) or
   ``"dot_product"`` (matrix factorisation: score ``u . v``),
 * per user, the items of the training input (train + validation) that recommendations exclude,
-* the item popularity that the unknown-id fallback ranks by,
+* the query for unknown ids (the centroid of the users, :meth:`ExportSpec.fallback_query`),
 * optionally, a function from item features (a ``tf.SparseTensor`` [batch, n_features]) to item
   vectors, for cold-start items, with the names of the feature columns.
 
@@ -56,8 +56,6 @@ class ExportSpec:
         (scores ``u . v``; the plain mean).
       known: ``[n_users, n_items]`` sparse matrix, non-zero where the user interacted with the
         item in the training input: those items are never recommended to that user.
-      popularity: ``[n_items]`` counts that rank the fallback for unknown ids (default: the
-        number of users of ``known`` per item).
       item_embedder: optional ``f(tf.SparseTensor [batch, n_features] float32) -> [batch, dim]``
         (the ``embed_items`` signature). Its variables are found by tracing it.
       feature_names: names of the feature columns (str array of ``n_features``), required with
@@ -71,7 +69,6 @@ class ExportSpec:
     item_vectors: np.ndarray
     metric: str
     known: sp.spmatrix
-    popularity: Optional[np.ndarray] = None
     item_embedder: Optional[Callable[[tf.SparseTensor], tf.Tensor]] = None
     feature_names: Optional[np.ndarray] = None
     model_name: str = "model"
@@ -103,12 +100,6 @@ class ExportSpec:
         known.sum_duplicates()
         known.sort_indices()
         self.known = known
-        if self.popularity is None:
-            self.popularity = np.bincount(known.indices, minlength=n_items)
-        self.popularity = np.asarray(self.popularity, np.float64)
-        if self.popularity.shape != (n_items,):
-            raise ValueError(f"popularity has shape {self.popularity.shape}; expected "
-                             f"({n_items},)")
         if self.item_embedder is not None:
             if self.feature_names is None:
                 raise ValueError("item_embedder needs feature_names")
@@ -130,10 +121,19 @@ class ExportSpec:
     def n_features(self) -> int:
         return 0 if self.feature_names is None else len(self.feature_names)
 
-    def popular_items(self, k: int) -> np.ndarray:
-        """The fallback for unknown ids: the ``k`` items with the highest popularity, ties by
-        lower item index."""
-        return np.lexsort((np.arange(self.n_items), -self.popularity))[:k]
+    def item_index(self, ids) -> np.ndarray:
+        """Row positions of item ids (all must exist)."""
+        position = {item: j for j, item in enumerate(self.item_ids)}
+        return np.array([position[i] for i in ids], np.int64)
+
+    def fallback_query(self) -> np.ndarray:
+        """The query for an unknown id: the centroid of all user vectors (censored into the unit
+        ball, ``y / max(||y||, 1)``, for squared_l2), so a stranger gets the items nearest to
+        the average user, scored like everyone else's."""
+        centroid = self.user_vectors.astype(np.float64).mean(axis=0)
+        if self.metric == "squared_l2":
+            centroid = centroid / max(np.linalg.norm(centroid), 1.0)
+        return centroid.astype(np.float32)
 
 
 def spec_from_model(model, split, model_name: Optional[str] = None) -> ExportSpec:
@@ -142,8 +142,7 @@ def spec_from_model(model, split, model_name: Optional[str] = None) -> ExportSpe
 
     Uses only ``model.user_vectors``, ``model.item_vectors``, ``model.metric`` and, when the
     model has item features (``model.n_features > 0``), ``model.embed_items``. The excluded
-    items are ``split.known_matrix()`` (train + validation: what a deployed model has seen);
-    the fallback popularity counts users per item in that same matrix.
+    items are ``split.known_matrix()`` (train + validation: what a deployed model has seen).
     """
     train = getattr(split, "train", split)
     known = split.known_matrix() if hasattr(split, "known_matrix") else train.matrix

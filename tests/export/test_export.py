@@ -60,7 +60,7 @@ def test_layout_and_report(exports):
         assert report["signatures"] == ["serving_default", "similar_items",
                                         "recommend_for_items", "embed_items"]
         assert report["sample_users"] > 0 and report["latency_ms"]["p50"] > 0
-        assert "most popular" in report["unknown_id_fallback"]
+        assert "centroid" in report["unknown_id_fallback"]
         if label in EXACT:
             assert report["exact"] and report["recall@10"] == report[f"recall@{K}"] == 1.0
         assert result["size_bytes"] > 0
@@ -185,18 +185,26 @@ def test_no_training_item_is_ever_returned(label, trained, loaded):
         assert recall(ids, ref_ids) >= 0.95
 
 
-def test_unknown_users_get_the_popular_items(trained, loaded):
+def test_unknown_users_get_the_items_nearest_the_users_centroid(trained, loaded):
     _, _, spec = trained
-    ids, scores, known = serve(loaded["scann"], ["nobody", "", spec.user_ids[0], "nobody"])
-    assert known.tolist() == [False, False, True, False]
-    popular = spec.item_ids[spec.popular_items(K)]
-    share = spec.popularity[spec.popular_items(K)] / spec.n_users
-    for row in (0, 1, 3):
-        assert list(ids[row]) == list(popular)
-        np.testing.assert_allclose(scores[row], share, rtol=1e-6)
-    assert np.all(np.diff(scores[0]) <= 0) and np.all((scores[0] >= 0) & (scores[0] <= 1))
-    counts = np.asarray(spec.known.sum(axis=0)).ravel()
-    assert counts[spec.popular_items(K)].min() >= np.sort(counts)[-K]
+    centroid = spec.user_vectors.mean(axis=0)
+    centroid /= max(np.linalg.norm(centroid), 1.0)
+    np.testing.assert_allclose(spec.fallback_query(), centroid, atol=1e-6)
+    expected_ids, expected_scores = check.exact_fallback(spec, K)
+    np.testing.assert_allclose(expected_scores,
+                               -np.sort(((spec.item_vectors - centroid) ** 2).sum(1))[:K],
+                               atol=1e-5)
+    for label in ("brute_force", "scann"):
+        ids, scores, known = serve(loaded[label], ["nobody", "", spec.user_ids[0], "nobody"])
+        assert known.tolist() == [False, False, True, False]
+        for row in (0, 1, 3):
+            assert list(ids[row]) == list(ids[0])
+            assert np.all(np.diff(scores[row]) <= 0) and np.all(scores[row] <= 0)
+        if label == "brute_force":
+            assert check.same_top_k(ids[:1], scores[:1], expected_ids[None],
+                                    expected_scores[None], atol=1e-5)
+        else:
+            assert recall(ids[:1], expected_ids[None]) >= 0.95
 
 
 @pytest.mark.parametrize("label", ["brute_force", "partitioned", "scann"])
@@ -243,7 +251,7 @@ def test_similar_items(label, trained, loaded):
         assert check.same_top_k(ids[:-1], scores[:-1], ref_ids, ref_scores, atol=1e-5)
     else:
         assert recall(ids[:-1], ref_ids) >= 0.95
-    assert list(ids[-1]) == list(spec.item_ids[spec.popular_items(K)])
+    assert list(ids[-1]) == list(serve(loaded[label], ["nobody"])[0][0])  # the fallback
 
 
 def test_recommend_for_items_uses_the_censored_mean(trained, loaded):
@@ -257,7 +265,7 @@ def test_recommend_for_items_uses_the_censored_mean(trained, loaded):
     for row, items in enumerate(lists):
         given = [position[i] for i in items if i in position]
         if not given:
-            assert list(ids[row]) == list(spec.item_ids[spec.popular_items(K)])
+            assert list(ids[row]) == list(serve(loaded["brute_force"], ["nobody"])[0][0])
             continue
         mean = spec.item_vectors[given].mean(axis=0)
         mean = mean / max(np.linalg.norm(mean), 1.0)
