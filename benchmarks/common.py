@@ -22,11 +22,14 @@ def load_config(path):
     return module.get_config()
 
 
-def run(config, keep_workdir=None):
-    """train_and_evaluate in a fresh temporary workdir (removed afterwards); returns metrics."""
+def run(config, keep_workdir=None, skip_test=False):
+    """train_and_evaluate in a fresh temporary workdir (removed afterwards); returns metrics.
+
+    ``skip_test``: evaluate on the validation set only (for tuning).
+    """
     from cml_tf import train  # pylint: disable=import-outside-toplevel
     with tempfile.TemporaryDirectory(prefix="cml_bench_") as workdir:
-        return train.train_and_evaluate(config, keep_workdir or workdir)
+        return train.train_and_evaluate(config, keep_workdir or workdir, skip_test=skip_test)
 
 
 def median_spread(values):

@@ -11,6 +11,8 @@ into ``workdir``:
     checkpoints/     per-epoch model + optimizer state; best/ holds the best validation weights
     tensorboard/     training curves (loss parts) and validation metrics
     saved_model/<v>/ the exported SavedModel (when config.export.enabled)
+    item_map.png, training_curves.png, tensorboard/projector_config.pbtxt + projector/
+                     pictures of the item space and the curves (when config.viz.enabled)
 """
 
 import dataclasses
@@ -157,8 +159,12 @@ def check_config(config, split: Split):
                          f"({split.train.n_items})")
 
 
-def train_and_evaluate(config, workdir: str, overwrite: bool = False) -> dict:
-    """Trains and evaluates the configured model; returns the metrics written to metrics.json."""
+def train_and_evaluate(config, workdir: str, overwrite: bool = False,
+                       skip_test: bool = False) -> dict:
+    """Trains and evaluates the configured model; returns the metrics written to metrics.json.
+
+    ``skip_test``: leave the test set alone (hyperparameter sweeps look at validation only).
+    """
     workdir = prepare_workdir(workdir, config, overwrite)
     tf.keras.utils.set_random_seed(config.seed)
     start = time.time()
@@ -210,7 +216,7 @@ def train_and_evaluate(config, workdir: str, overwrite: bool = False) -> dict:
     if validation is not None and validation.best_epoch is not None:
         metrics["best_epoch"] = validation.best_epoch
         metrics["validation_history"] = validation.history
-    for part in ("valid", "test"):
+    for part in ("valid",) if skip_test else ("valid", "test"):
         if getattr(split, part) is not None:
             eval_start = time.time()
             metrics[part] = evaluate(model, split, part, tuple(config.eval.ks))
@@ -219,6 +225,10 @@ def train_and_evaluate(config, workdir: str, overwrite: bool = False) -> dict:
         if part in metrics:
             logging.info("%s: %s", part, _summary(metrics[part]))
 
+    if config.get("viz") is not None and config.viz.enabled:  # pictures: cml_tf/viz.py
+        from cml_tf import viz  # pylint: disable=import-outside-toplevel
+        metrics["viz"] = viz.write_workdir_visuals(model, split, config, workdir, history,
+                                                   validation)
     if config.export.enabled:
         metrics["export"] = _export(model, split, config, workdir)
     _write_json(workdir / "metrics.json", metrics)
