@@ -31,16 +31,21 @@ EXTRAS = {
         "nbclient>=0.10",
         "nbformat>=5.9",
         "ipykernel>=6.25",
+        "jinja2>=3.1",  # the notebooks' tables (pandas Styler); CI executes the notebooks
         "tensorflow-serving-api~=2.20.0",
     ],
+    # Cross-check columns of benchmarks/table2.py. If LightFM's build fails in pip's isolated
+    # build environment: `pip install --no-build-isolation lightfm` (needs setuptools, Cython).
     "bench": [
         "implicit>=0.7.2",
+        "lightfm>=1.17",
         "threadpoolctl>=3",
     ],
     "notebook": [
         "jupyter",
         "ipykernel>=6.25",
         "papermill>=2.5",
+        "jinja2>=3.1",  # pandas Styler tables in colab/*.ipynb
     ],
 }
 
