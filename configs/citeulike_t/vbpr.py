@@ -1,0 +1,41 @@
+"""VBPR-MLP on citeulike-t with tag features (paper Table 2, "VBPR"): free item factors beside
+factors from the feature MLP (256 ReLU, dropout 0.5, as CML+F), WARP loss as in the paper.
+
+    python -m cml_tf.main --config=configs/citeulike_t/vbpr.py --workdir=runs/vbpr
+
+Tuning (validation Recall@50 only, split seed 0; benchmarks/results/zoo_tuning.md): r=100
+(50 free + 50 feature factors), U=20, initial scale 0.01 and no L2 as WARP-MF's sweep found;
+lr 0.02 gave 0.285 at 10 epochs and 0.307 at 20: 20 epochs (validation every 10, best weights
+kept). One setting only (16 s per epoch here).
+"""
+
+import ml_collections
+
+from cml_tf.config import get_config as base_config
+
+
+def get_config() -> ml_collections.ConfigDict:
+    config = base_config()
+    config.data.name = "citeulike-t"
+    config.data.use_features = True
+    config.model = ml_collections.ConfigDict(dict(
+        name="vbpr",
+        dim=100,
+        feature_dim=50,      # of the dim factors, those given by the MLP
+        hidden=256,          # feature MLP, as CML+F
+        dropout=0.5,
+        loss="warp",
+        num_negatives=20,
+        margin=1.0,
+        lambda_u=0.0,
+        lambda_v=0.0,        # on the free item rows (not swept: time)
+        use_bias=True,
+        init_scale=0.01,   # small start: rarely seen items keep ~0 scores
+    ))
+    config.train.epochs = 20
+    config.train.batch_size = 1024
+    config.train.optimizer = "adagrad"
+    config.train.learning_rate = 0.02
+    config.train.eval_every = 10
+    config.train.patience = 1
+    return config
