@@ -8,9 +8,17 @@ import pathlib
 import statistics
 import tempfile
 
+from absl import logging
+
+from cml_tf.main import OwnInfoOnly  # also quiets TensorFlow's C++ start-up lines
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 SHARED_DATA = pathlib.Path(os.environ.get("CML_TF_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+# The scripts' log shows this package's INFO lines (per-epoch validation recall) and warnings
+# from anywhere, as the train command does, not TensorFlow's INFO chatter.
+logging.get_absl_handler().addFilter(OwnInfoOnly(REPO / "benchmarks"))
 
 
 def load_config(path):
@@ -30,6 +38,22 @@ def run(config, keep_workdir=None, skip_test=False):
     from cml_tf import train  # pylint: disable=import-outside-toplevel
     with tempfile.TemporaryDirectory(prefix="cml_bench_") as workdir:
         return train.train_and_evaluate(config, keep_workdir or workdir, skip_test=skip_test)
+
+
+def run_seed(config_path, seed, data_dir=None):
+    """One quiet training run of a config file with ``config.seed = seed`` on the shared data
+    (export and pictures off); returns the per-seed record the result tables keep."""
+    config = load_config(config_path)
+    config.seed = int(seed)
+    config.data.data_dir = str(data_dir or SHARED_DATA / config.data.name)
+    config.export.enabled = False
+    if "viz" in config:
+        config.viz.enabled = False  # pictures cost time and are not measured here
+    config.train.verbose = 0
+    metrics = run(config)
+    return {"seed": int(seed), "test": metrics["test"], "valid": metrics["valid"],
+            "epochs": metrics["epochs"], "best_epoch": metrics.get("best_epoch"),
+            "train_seconds": metrics["train_seconds"]}
 
 
 def median_spread(values):

@@ -26,7 +26,7 @@ import tensorflow as tf
 
 from cml_tf.layers.feature_prior import FeaturePrior, SparseRows
 from cml_tf.models.mf import DotProductModel, FactorInitializer
-from cml_tf.models.sampled import check_features
+from cml_tf.models.cml import check_features
 
 
 def sparse_rows_matmul(features: tf.SparseTensor, table):

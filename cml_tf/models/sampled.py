@@ -45,6 +45,12 @@ import tensorflow as tf
 from cml_tf.layers.retrieval import score_matrix, score_pairs
 from cml_tf.layers.sampler import NegativeSampler
 from cml_tf.layers.warp import warp_hinge
+# One copy of the argument checks, the -inf masking and the known-positive lookup: CML's.
+from cml_tf.models.cml import CML
+from cml_tf.models.cml import _check_k as check_k
+from cml_tf.models.cml import _check_positive as check_positive
+from cml_tf.models.cml import _mask as mask_items
+
 
 METRICS = ("squared_l2", "dot_product")
 
@@ -106,13 +112,9 @@ class RankingModel(tf.keras.Model):
         u = self.user_vectors_for(tf.reshape(users, [-1]), training=False)
         return score_matrix(u, self.all_item_vectors(), self.metric)
 
-    def recommend(self, users, k: int, exclude_known: bool = True):
-        """Top-k items by score: ``(scores [B, k] descending, items [B, k])``."""
-        check_k(k, self.n_items)
-        scores = self.score(users)
-        if exclude_known:
-            scores = mask_items(scores, self.known_items(users))
-        return tf.math.top_k(scores, k)
+    # Top-k items by score, ``(scores [B, k] descending, items [B, k])``, known positives excluded
+    # unless ``exclude_known=False``: CML's method (it reads only score, known_items, n_items).
+    recommend = CML.recommend
 
     def similar_items(self, items, k: int):
         """The k best items for each item of ``items`` under ``metric`` (itself excluded)."""
@@ -275,15 +277,9 @@ class SampledPairwiseModel(RankingModel):
 
     # ---- scoring -------------------------------------------------------------------------------
 
-    def known_items(self, users):
-        """Known positives of ``users`` as a RaggedTensor of item indices."""
-        users = tf.cast(tf.reshape(users, [-1]), tf.int64)
-        keys = self.sampler.keys
-        starts = tf.searchsorted(keys, users * self.n_items)
-        limits = tf.searchsorted(keys, (users + 1) * self.n_items)
-        positions = tf.ragged.range(starts, limits)
-        return tf.RaggedTensor.from_row_splits(
-            tf.gather(keys, positions.flat_values) % self.n_items, positions.row_splits)
+    # Known positives of ``users`` as a RaggedTensor of item indices, looked up in the sampler's
+    # sorted keys: CML's method (it reads only self.sampler and n_items).
+    known_items = CML.known_items
 
     def get_config(self):
         return {"n_users": self.n_users, "n_items": self.n_items,
@@ -310,38 +306,9 @@ def bpr_loss(batch: PairBatch):
 # ---- helpers -----------------------------------------------------------------------------------
 
 
-def check_features(item_features, n_items: int) -> sp.csr_matrix:
-    """The features as CSR float32, or ValueError for a wrong row count or NaN/Inf values."""
-    features = sp.csr_matrix(item_features, dtype=np.float32)
-    if features.shape[0] != n_items:
-        raise ValueError(f"item_features has {features.shape[0]} rows but the model has "
-                         f"{n_items} items")
-    if not np.all(np.isfinite(features.data)):
-        raise ValueError("item_features contain NaN or Inf values")
-    return features
-
-
-def mask_items(scores, items: tf.RaggedTensor):
-    """Sets scores[b, items[b]] to -inf."""
-    rows = tf.cast(items.value_rowids(), tf.int64)
-    indices = tf.stack([rows, tf.cast(items.flat_values, tf.int64)], axis=1)
-    return tf.tensor_scatter_nd_update(
-        scores, indices, tf.fill(tf.shape(rows), tf.constant(-np.inf, scores.dtype)))
-
-
-def check_positive(**values):
-    for name, value in values.items():
-        if not (value > 0 and math.isfinite(value)):
-            raise ValueError(f"{name} must be > 0, got {value}")
-
-
 def check_non_negative(**values):
     for name, value in values.items():
         if not (value >= 0 and math.isfinite(value)):
             raise ValueError(f"{name} must be a finite number >= 0, got {value}")
 
 
-def check_k(k, available):
-    if not 1 <= k <= available:
-        raise ValueError(f"k={k} must be between 1 and the number of candidate items "
-                         f"({available})")

@@ -2,8 +2,7 @@
 
 import numpy as np
 import tensorflow as tf
-from zoo_helpers import (assert_recommend_excludes_known, assert_round_trip,
-                         assert_vectors_score, fit, planted_split, recall_vs_popularity)
+from zoo_helpers import check_learns_and_round_trips
 
 from cml_tf.layers.warp import warp_hinge
 from cml_tf.models import WARPMF
@@ -11,16 +10,10 @@ from cml_tf.models.sampled import PairBatch
 
 
 def test_warp_learns_planted_structure_and_round_trips(tmp_path):
-    split = planted_split()
-    model = WARPMF.from_interactions(split.train, dim=16, lambda_u=1e-3, lambda_v=1e-3, seed=0)
-    history = fit(model, split.train, epochs=12, lr=0.05)
-    assert 0.0 <= history.history["impostor_fraction"][-1] <= 1.0
-    assert history.history["impostor_fraction"][-1] < history.history["impostor_fraction"][0]
-    ours, popular = recall_vs_popularity(model, split)
-    assert ours > 2 * popular, (ours, popular)  # well above popularity
-    assert_vectors_score(model)
-    assert_recommend_excludes_known(model, split.train)
-    assert_round_trip(model, tmp_path)
+    _, _, history = check_learns_and_round_trips(WARPMF, tmp_path, epochs=12, lr=0.05,
+                                                 lambda_u=1e-3, lambda_v=1e-3)
+    fraction = history.history["impostor_fraction"]
+    assert 0.0 <= fraction[-1] <= 1.0 and fraction[-1] < fraction[0]
 
 
 def test_warp_pair_loss_is_the_shared_warp_hinge():

@@ -1,6 +1,7 @@
 """Dot-product models export through cml_tf.export and serve the exact maximum-inner-product
-top-k (training input excluded) from a fresh process that imports only TensorFlow (and ScaNN for
-the ScaNN index); a hybrid's embed_items signature gives its cold-start vectors."""
+top-k (training input excluded) with each index (ScaNN brute force, exact brute force, the
+partitioned index searching every partition) from a fresh process that imports only TensorFlow
+(and ScaNN for the ScaNN index); a hybrid's embed_items signature gives its cold-start vectors."""
 
 import json
 import subprocess
@@ -12,7 +13,8 @@ import tensorflow as tf
 from zoo_helpers import fit, planted_split
 
 from cml_tf import export
-from cml_tf.models import BPRMF, CDLMLP
+from cml_tf.data.pipeline import positive_pairs_dataset
+from cml_tf.models import BPRMF, CDLMLP, WRMF
 
 pytestmark = pytest.mark.slow
 K = 10
@@ -53,16 +55,25 @@ def trained():
     fit(bpr, split.train, epochs=3, lr=0.1)
     cdl = CDLMLP.from_interactions(split.train, dim=8, hidden=16, seed=0)
     fit(cdl, split.train, epochs=3)
-    return split, {"bpr": bpr, "cdl": cdl}
+    wrmf = WRMF.from_interactions(split.train, dim=8, alpha=10.0, regularization=0.1, seed=0)
+    wrmf.compile(optimizer="sgd")
+    wrmf.fit(positive_pairs_dataset(split.train, 10**6), epochs=2, verbose=0)
+    return split, {"bpr": bpr, "cdl": cdl, "wrmf": wrmf}
+
+
+# The partitioned index (standard ops) searching all of its partitions is exact.
+OPTIONS = {"partitioned": {"num_partitions": 4, "num_partitions_to_search": 4,
+                           "max_partition_size_factor": None}}
 
 
 @pytest.mark.parametrize("name, index", [("bpr", "brute_force"), ("bpr", "scann"),
-                                         ("cdl", "brute_force")])
+                                         ("cdl", "brute_force"), ("wrmf", "partitioned")])
 def test_dot_product_export_serves_exact_mips_from_a_fresh_process(trained, tmp_path, name,
                                                                    index):
     split, models = trained
     model = models[name]
     result = export.export_model(model, split, tmp_path / name, index=index, k=K,
+                                 index_options=OPTIONS.get(index),
                                  recall_target=None, report_users=50, report_queries=2,
                                  tune_users=50, warmup=False)
     assert result["report"]["metric"] == "dot_product" and result["report"]["exact"]

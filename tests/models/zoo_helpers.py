@@ -76,3 +76,18 @@ def assert_recommend_excludes_known(model, train, users=(0, 1, 2, 3)):
     _, items = model.recommend(tf.constant(users), 10)
     for row, user in zip(items.numpy(), users):
         assert not set(row) & set(train.matrix[user].indices)
+
+
+def check_learns_and_round_trips(cls, tmp_path, epochs=12, lr=0.05, **hyperparameters):
+    """Trains ``cls`` (dim 16) on the planted split; asserts validation recall well above
+    popularity, scores = exported vectors, known items excluded and the round trips.
+    Returns (model, split, Keras history)."""
+    split = planted_split()
+    model = cls.from_interactions(split.train, dim=16, seed=0, **hyperparameters)
+    history = fit(model, split.train, epochs=epochs, lr=lr)
+    ours, popular = recall_vs_popularity(model, split)
+    assert ours > 2 * popular, (ours, popular)  # well above popularity
+    assert_vectors_score(model)
+    assert_recommend_excludes_known(model, split.train)
+    assert_round_trip(model, tmp_path)
+    return model, split, history
