@@ -96,6 +96,61 @@ def test_notebook_is_committed_without_outputs(name):
     assert "import cml_tf" in first.source and "TF_USE_LEGACY_KERAS" in first.source
 
 
+def notebook_constants(name):
+    """The module-level constants the notebook assigns (literal values only), by name."""
+    import ast  # pylint: disable=import-outside-toplevel
+    constants = {}
+    for cell in load(name).cells:
+        if cell.cell_type != "code":
+            continue
+        source = "\n".join(line for line in cell.source.splitlines() if not line.startswith("%"))
+        for node in ast.parse(source).body:
+            if not isinstance(node, ast.Assign):
+                continue
+            target, value = node.targets[0], node.value
+            names = [target] if isinstance(target, ast.Name) else list(
+                getattr(target, "elts", []))
+            values = [value] if isinstance(target, ast.Name) else list(getattr(value, "elts", []))
+            for target_name, target_value in zip(names, values):
+                if isinstance(target_value, ast.Call) and getattr(target_value.func, "id", "") \
+                        == "dict":
+                    constants[target_name.id] = {keyword.arg: ast.literal_eval(keyword.value)
+                                                 for keyword in target_value.keywords}
+                else:
+                    try:
+                        constants[target_name.id] = ast.literal_eval(target_value)
+                    except ValueError:
+                        pass
+    return constants
+
+
+def load_config(filename):
+    import importlib.util  # pylint: disable=import-outside-toplevel
+    spec = importlib.util.spec_from_file_location(f"config_{filename[:-3]}",
+                                                  REPO / "configs" / filename)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_notebook_models_use_the_settings_of_the_citeulike_configs(name):
+    """The notebooks' CML and CML+F are the configs' (chosen on the validation set)."""
+    constants = notebook_constants(name)
+    cml, cml_f = load_config("citeulike_t.py"), load_config("citeulike_t_features.py")
+    feature_keys = {"lambda_f", "hidden", "dropout", "init_items_from_features"}
+    for constant, config, keys in (
+            ("CML_SETTINGS", cml, set(cml.model) - {"name"} - feature_keys),
+            ("CML_F_SETTINGS", cml_f, set(cml_f.model) - {"name"})):
+        settings = constants[constant]
+        assert set(settings) == keys, (constant, set(settings) ^ keys)
+        assert settings == {key: config.model[key] for key in keys}, constant
+    assert cml.train.batch_size == cml_f.train.batch_size == constants["BATCH_SIZE"]
+    assert cml.train.learning_rate == cml_f.train.learning_rate == constants["LEARNING_RATE"]
+    assert cml.train.optimizer == cml_f.train.optimizer == "adagrad"
+    assert constants["EPOCHS"] <= cml.train.epochs
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_notebook_runs_top_to_bottom(name, shared_data_dir, tmp_path):
