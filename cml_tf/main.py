@@ -70,20 +70,21 @@ def summary(metrics: dict, workdir: str) -> str:
         lines.append(f"  {part}: " + ", ".join(f"{k} {figures[k]:.4f}" for k in (
             "recall@10", "recall@50", "recall@100", "ndcg@50") if k in figures))
     lines.append(f"  outputs in {workdir}:")
-    for name in ("config.json", "metrics.json", "checkpoints", "tensorboard", "saved_model"):
-        if (pathlib.Path(workdir) / name).exists():
-            lines.append(f"    {name}")
+    for path in sorted(pathlib.Path(workdir).iterdir()):
+        lines.append(f"    {path.name}{'/' if path.is_dir() else ''}")
     lines.append(f"  tensorboard --logdir {pathlib.Path(workdir) / 'tensorboard'}")
     return "\n".join(lines)
 
 
-class _OwnInfoOnly(std_logging.Filter):
-    """INFO lines from this package only; warnings and errors from anywhere."""
+class OwnInfoOnly(std_logging.Filter):
+    """INFO lines from this package (and ``extra_dirs``) only; warnings and errors from anywhere."""
 
-    _PACKAGE = str(pathlib.Path(cml_tf.__file__).parent)
+    def __init__(self, *extra_dirs):
+        super().__init__()
+        self._sources = (str(pathlib.Path(cml_tf.__file__).parent),) + tuple(map(str, extra_dirs))
 
     def filter(self, record):
-        return record.levelno >= std_logging.WARNING or record.pathname.startswith(self._PACKAGE)
+        return record.levelno >= std_logging.WARNING or record.pathname.startswith(self._sources)
 
 
 def run():
@@ -94,7 +95,7 @@ def run():
         kind = "unknown key " if isinstance(error, (AttributeError, KeyError)) else ""
         sys.exit(f"error: bad --config override: {kind}{one_line(error)}")
     logging.set_verbosity(logging.INFO)
-    logging.get_absl_handler().addFilter(_OwnInfoOnly())
+    logging.get_absl_handler().addFilter(OwnInfoOnly())
     app.run(lambda argv: sys.exit(main(argv)))
 
 

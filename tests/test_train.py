@@ -53,6 +53,9 @@ def test_default_command_without_flags_trains_into_a_temporary_workdir():
         assert json.loads((workdir / "config.json").read_text())["data"]["name"] == "synthetic"
         assert any((workdir / "tensorboard").rglob("events.out.tfevents.*"))
         assert any((workdir / "checkpoints").iterdir())
+        listed = done.stdout[match.end():]
+        for name in ("metrics.json", "saved_model/", "item_map.png", "training_curves.png"):
+            assert name in listed and (workdir / name.rstrip("/")).exists(), name
         assert "Traceback" not in done.stderr
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
