@@ -85,3 +85,17 @@ def test_per_user_values():
                           return_per_user=True)
     assert got["per_user"]["recall@1"].tolist() == [1.0, 0.0]
     assert got["user_index"].tolist() == [0, 1]
+
+
+def test_popularity_baseline_on_citeulike_t(citeulike_dir):
+    """Ranking every user's list by training popularity lands where the protocol says it should
+    on the paper's split (DESIGN.md: Recall@50 about 0.061, Recall@100 about 0.091)."""
+    from cml_tf.data.citeulike import load_citeulike_t  # pylint: disable=import-outside-toplevel
+    from cml_tf.data.split import split_per_user  # pylint: disable=import-outside-toplevel
+    split = split_per_user(load_citeulike_t(citeulike_dir, with_features=False), seed=0)
+    popularity = tf.constant(np.asarray(split.train.matrix.sum(axis=0)).ravel(), tf.float32)
+    metrics = ranking_metrics(
+        lambda users: tf.tile(popularity[None, :], [tf.shape(users)[0], 1]),
+        split.test.matrix, split.known_matrix(), split.test_unseen, ks=(50, 100))
+    assert metrics["recall@50"] == pytest.approx(0.061, abs=0.008)
+    assert metrics["recall@100"] == pytest.approx(0.091, abs=0.01)
