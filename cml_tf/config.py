@@ -66,6 +66,8 @@ def get_config() -> ml_collections.ConfigDict:
     viz.method = "tsne"          # the item map's 2-D projection: "tsne" or "pca" (instant)
     viz.max_items = 1000         # the map shows the most liked items; t-SNE takes ~5 s per 1,000
     viz.n_labels = 10            # colours: the most frequent item tags (data with features)
+    viz.ignore_tags = ("review",)  # never colours: on citeulike-t "review" (the most frequent
+                                   # tag) names a kind of article, not a topic, and sits everywhere
     viz.projector_max_rows = 100_000  # projector vectors per table (most active first)
 
     # The SavedModel written to <workdir>/saved_model/<version>/ (cml_tf/export.py,

@@ -128,14 +128,16 @@ def tag_frequencies(item_features) -> np.ndarray:
 
 
 def common_tag_labels(item_features, feature_names, n_labels: int = 10,
-                      other: str = OTHER) -> np.ndarray:
+                      other: str = OTHER, ignore: Sequence[str] = ()) -> np.ndarray:
     """One label per item: among the ``n_labels`` tags carried by the most items, the most
     frequent one the item carries; ``other`` when it carries none of them. (The colouring of
-    the item maps; for citeulike-t: review, bioinformatics, statistics, network, ...)"""
+    the item maps; for citeulike-t: review, bioinformatics, statistics, network, ...) Tags in
+    ``ignore`` are never labels (citeulike-t's "review" names a kind of article, not a topic)."""
     features = sp.csr_matrix(item_features)
     names = np.asarray(feature_names).astype(str)
     frequency = tag_frequencies(features)
-    common = np.argsort(-frequency, kind="stable")[:n_labels]
+    frequency = np.where(np.isin(names, list(ignore)), -1, frequency)
+    common = np.argsort(-frequency, kind="stable")[:min(n_labels, int((frequency >= 0).sum()))]
     rank = np.full(features.shape[1], n_labels, np.int64)
     rank[common] = np.arange(len(common))
     labels = np.full(features.shape[0], other, dtype=object)
@@ -624,7 +626,8 @@ def write_workdir_visuals(model, split, config, workdir, history=None, validatio
         if labels is not None:  # synthetic data: colour by the planted taste clusters
             n_labels = max(n_labels, min(20, len(np.unique(labels))))
         elif train.item_features is not None:
-            labels = common_tag_labels(train.item_features, train.feature_names, n_labels)
+            labels = common_tag_labels(train.item_features, train.feature_names, n_labels,
+                                       ignore=tuple(viz_config.get("ignore_tags", ())))
         items = popular_items(train, int(viz_config.max_items))
         name = type(model).__name__
         method = viz_config.method

@@ -143,6 +143,9 @@ def test_common_tag_labels_and_item_tags():
         ["a", "a", "b", "a", "a", "other"]
     assert list(viz.common_tag_labels(features, names, n_labels=1)) == \
         ["a", "a", "other", "a", "a", "other"]
+    assert list(viz.common_tag_labels(features, names, n_labels=2, ignore=["a"])) == \
+        ["b", "c", "b", "other", "b", "other"]
+    assert list(viz.common_tag_labels(features, names, ignore=list(names))) == ["other"] * 6
     assert viz.item_tags(features, names, [2, 5, 1], n=2) == ["b, c", "(no tags)", "a, c"]
 
 
