@@ -43,6 +43,7 @@ def get_config() -> ml_collections.ConfigDict:
     model.lambda_f = 1.0         # feature prior weight (CML+F)
     model.hidden = 256           # feature MLP hidden width
     model.dropout = 0.5          # feature MLP dropout
+    model.normalize_features = False  # feature rows scaled to unit length before the MLP
     model.init_items_from_features = False
 
     config.train = train = ml_collections.ConfigDict()

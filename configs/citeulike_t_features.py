@@ -21,6 +21,10 @@ benchmarks/results/cml_tuning.md):
   0.318 / 0.410 (twice the cost).
 * min_tag_count 2 (more, rarer tags): 0.307 / 0.395, worse than 5.
 * init_items_from_features: item vectors start at f(x) (+0.004 R@50 at lambda_f 1).
+* normalize_features (each article's tag row scaled to unit length before the MLP): converges
+  faster (epoch 15: 0.301 / 0.398 against 0.292 / 0.385) and, with lambda_f 30, ends at
+  0.317 / 0.414 after 40 epochs (hidden 1024 on top: 0.321 / 0.411, no better for twice the cost;
+  tf-idf weighting instead: no better than plain unit rows).
 """
 
 from cml_tf.config import get_config as base_config
@@ -37,9 +41,10 @@ def get_config():
     config.model.margin = 1.5
     config.model.num_negatives = 20
     config.model.lambda_c = 0.0
-    config.model.lambda_f = 20.0
+    config.model.lambda_f = 30.0
     config.model.hidden = 512
     config.model.dropout = 0.0
+    config.model.normalize_features = True
     config.model.init_items_from_features = True
 
     config.train.epochs = 60

@@ -138,7 +138,8 @@ def test_notebook_models_use_the_settings_of_the_citeulike_configs(name):
     """The notebooks' CML and CML+F are the configs' (chosen on the validation set)."""
     constants = notebook_constants(name)
     cml, cml_f = load_config("citeulike_t.py"), load_config("citeulike_t_features.py")
-    feature_keys = {"lambda_f", "hidden", "dropout", "init_items_from_features"}
+    feature_keys = {"lambda_f", "hidden", "dropout", "normalize_features",
+                    "init_items_from_features"}
     for constant, config, keys in (
             ("CML_SETTINGS", cml, set(cml.model) - {"name"} - feature_keys),
             ("CML_F_SETTINGS", cml_f, set(cml_f.model) - {"name"})):

@@ -16,10 +16,14 @@ class FeaturePrior(tf.keras.layers.Layer):
     W1's gradient is ever densified: the gradient of W1 is an ``IndexedSlices`` over the
     features present. ``censor`` (y / max(||y||, 1)) keeps f(x) where the item
     vectors can be.
+
+    ``normalize=True`` feeds x / ||x|| instead of x (rows scaled to unit length inside the layer,
+    so ``embed_items`` and the exported signature apply it too): an article with 40 tags then
+    starts the MLP at the same scale as one with 3.
     """
 
     def __init__(self, dim: int, n_features: int, hidden: int = 256, dropout: float = 0.5,
-                 seed=None, **kwargs):
+                 seed=None, normalize: bool = False, **kwargs):
         super().__init__(**kwargs)
         if dim < 1 or n_features < 1 or hidden < 1:
             raise ValueError(f"dim, n_features and hidden must be >= 1, got {dim}, {n_features}, "
@@ -27,7 +31,7 @@ class FeaturePrior(tf.keras.layers.Layer):
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         self.dim, self.n_features, self.hidden = int(dim), int(n_features), int(hidden)
-        self.dropout_rate, self.seed = float(dropout), seed
+        self.dropout_rate, self.seed, self.normalize = float(dropout), seed, bool(normalize)
         glorot = tf.keras.initializers.GlorotUniform
         self.w1 = self.add_weight(name="w1", shape=(self.n_features, self.hidden),
                                   initializer=glorot(seed))
@@ -41,10 +45,16 @@ class FeaturePrior(tf.keras.layers.Layer):
     def call(self, features: tf.SparseTensor, training=None):
         # Only the rows of W1 of the features present are gathered (once each); the first layer is
         # a sparse x dense product with them, so neither x, W1 nor its gradient is densified.
+        values = features.values
+        if self.normalize:
+            rows = features.indices[:, 0]
+            squares = tf.math.unsorted_segment_sum(tf.square(values), rows,
+                                                   features.dense_shape[0])
+            values = values * tf.math.rsqrt(tf.maximum(tf.gather(squares, rows), 1e-12))
         present, position = tf.unique(features.indices[:, 1])
         local = tf.SparseTensor(
             tf.stack([features.indices[:, 0], tf.cast(position, tf.int64)], axis=1),
-            features.values,
+            values,
             tf.stack([features.dense_shape[0], tf.cast(tf.size(present), tf.int64)]))
         hidden = tf.sparse.sparse_dense_matmul(local, tf.gather(self.w1, present)) + self.b1
         hidden = self.dropout(tf.nn.relu(hidden), training=training)
@@ -57,7 +67,8 @@ class FeaturePrior(tf.keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "dim": self.dim, "n_features": self.n_features,
-                "hidden": self.hidden, "dropout": self.dropout_rate, "seed": self.seed}
+                "hidden": self.hidden, "dropout": self.dropout_rate, "seed": self.seed,
+                "normalize": self.normalize}
 
 
 @tf.keras.utils.register_keras_serializable("cml_tf")

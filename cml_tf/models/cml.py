@@ -64,6 +64,7 @@ class CML(tf.keras.Model):
       lambda_f: weight of the feature prior loss (CML+F).
       item_features: optional (n_items x F) scipy sparse matrix; turns on the feature prior.
       hidden, dropout: the feature MLP's hidden width and dropout rate.
+      normalize_features: the MLP sees each item's feature row scaled to unit length.
       init_items_from_features: start every item with features at f(x_j) instead of at random.
       known_positives: (n_users x n_items) matrix of the training positives, never sampled as
         negatives and excluded by ``recommend``. Required to train.
@@ -79,7 +80,8 @@ class CML(tf.keras.Model):
     def __init__(self, n_users: int, n_items: int, dim: int = 100, margin: float = 0.5,
                  num_negatives: int = 20, lambda_c: float = 10.0, lambda_f: float = 1.0,
                  item_features=None, hidden: int = 256, dropout: float = 0.5,
-                 init_items_from_features: bool = False, known_positives=None, seed: int = 0,
+                 normalize_features: bool = False, init_items_from_features: bool = False,
+                 known_positives=None, seed: int = 0,
                  jit_sampling: bool = True, n_known: int = 0, n_features: int = 0,
                  n_feature_entries: int = 0, **kwargs):
         super().__init__(**kwargs)
@@ -93,6 +95,7 @@ class CML(tf.keras.Model):
         self.lambda_c, self.lambda_f = float(lambda_c), float(lambda_f)
         self.hidden, self.dropout_rate, self.seed = int(hidden), float(dropout), seed
         self.init_items_from_features = bool(init_items_from_features)
+        self.normalize_features = bool(normalize_features)
 
         self.user_embedding = UnitBallEmbedding(n_users, dim, seed=seed, name="users")
         self.item_embedding = UnitBallEmbedding(
@@ -120,6 +123,7 @@ class CML(tf.keras.Model):
             self.features = SparseRows((n_items, self.n_features), self.n_feature_entries,
                                        name="item_features")
             self.prior = FeaturePrior(dim, self.n_features, hidden, dropout, seed=seed,
+                                      normalize=self.normalize_features,
                                       name="feature_prior")
             if item_features is not None:
                 self.features.assign(item_features)
@@ -290,7 +294,8 @@ class CML(tf.keras.Model):
         return {"n_users": self.n_users, "n_items": self.n_items, "dim": self.dim,
                 "margin": self.margin, "num_negatives": self.num_negatives,
                 "lambda_c": self.lambda_c, "lambda_f": self.lambda_f, "hidden": self.hidden,
-                "dropout": self.dropout_rate, "seed": self.seed,
+                "dropout": self.dropout_rate, "normalize_features": self.normalize_features,
+                "seed": self.seed,
                 "init_items_from_features": self.init_items_from_features,
                 "jit_sampling": self.jit_sampling,
                 "n_known": self.sampler.n_known, "n_features": self.n_features,

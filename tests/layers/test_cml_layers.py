@@ -141,19 +141,26 @@ def test_covariance_of_decorrelated_vectors_is_zero():
 
 # ---- feature prior ---------------------------------------------------------------------------
 
-def test_feature_prior_matches_dense_numpy_forward():
-    rng = np.random.default_rng(1)
+@pytest.mark.parametrize("normalize", [False, True])
+def test_feature_prior_matches_dense_numpy_forward(normalize):
     features = sp.random(7, 30, density=0.2, random_state=2, format="csr", dtype=np.float32)
-    prior = FeaturePrior(dim=5, n_features=30, hidden=16, dropout=0.5, seed=0)
+    # Item 3 has no features: its row stays zero when normalised.
+    features = (sp.diags((np.arange(7) != 3).astype(np.float32)) @ features).tocsr()
+    features.eliminate_zeros()
+    prior = FeaturePrior(dim=5, n_features=30, hidden=16, dropout=0.5, seed=0,
+                         normalize=normalize)
     rows = SparseRows.from_matrix(features)
     out = prior(rows(tf.range(7)), training=False).numpy()
     w1, b1 = prior.w1.numpy(), prior.b1.numpy()
     w2, b2 = prior.output_layer.kernel.numpy(), prior.output_layer.bias.numpy()
-    hidden = np.maximum(features.toarray() @ w1 + b1, 0)
+    x = features.toarray()
+    if normalize:
+        x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-6)
+    hidden = np.maximum(x @ w1 + b1, 0)
     expected = hidden @ w2 + b2
     expected /= np.maximum(np.linalg.norm(expected, axis=1, keepdims=True), 1)
     np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-6)
-    assert rng is not None
+    assert FeaturePrior.from_config(prior.get_config()).normalize == normalize
 
 
 def test_feature_prior_gradient_of_w1_is_sparse_and_correct():
