@@ -6,6 +6,18 @@ import tensorflow as tf
 from cml_tf.layers.embedding import censor
 
 
+def sparse_rows_matmul(features: tf.SparseTensor, table):
+    """``features @ table`` gathering only the rows of ``table`` of the features present (once
+    each): neither ``features`` nor ``table``'s gradient is densified (the gradient is an
+    ``IndexedSlices`` over the present features)."""
+    present, position = tf.unique(features.indices[:, 1])
+    local = tf.SparseTensor(
+        tf.stack([features.indices[:, 0], tf.cast(position, tf.int64)], axis=1),
+        features.values,
+        tf.stack([features.dense_shape[0], tf.cast(tf.size(present), tf.int64)]))
+    return tf.sparse.sparse_dense_matmul(local, tf.gather(table, present))
+
+
 @tf.keras.utils.register_keras_serializable("cml_tf")
 class FeaturePrior(tf.keras.layers.Layer):
     """f(x) = censor(W2 · dropout(relu(W1ᵀ x + b1)) + b2), mapping sparse features x ∈ R^F into
@@ -42,23 +54,19 @@ class FeaturePrior(tf.keras.layers.Layer):
         self.output_layer.build((None, self.hidden))
         self.built = True
 
-    def call(self, features: tf.SparseTensor, training=None):
-        # Only the rows of W1 of the features present are gathered (once each); the first layer is
-        # a sparse x dense product with them, so neither x, W1 nor its gradient is densified.
-        values = features.values
+    def hidden_activations(self, features: tf.SparseTensor, training=None):
+        """dropout(relu(W1ᵀ x + b1)), x scaled to unit length first when ``normalize``."""
         if self.normalize:
             rows = features.indices[:, 0]
-            squares = tf.math.unsorted_segment_sum(tf.square(values), rows,
+            squares = tf.math.unsorted_segment_sum(tf.square(features.values), rows,
                                                    features.dense_shape[0])
-            values = values * tf.math.rsqrt(tf.maximum(tf.gather(squares, rows), 1e-12))
-        present, position = tf.unique(features.indices[:, 1])
-        local = tf.SparseTensor(
-            tf.stack([features.indices[:, 0], tf.cast(position, tf.int64)], axis=1),
-            values,
-            tf.stack([features.dense_shape[0], tf.cast(tf.size(present), tf.int64)]))
-        hidden = tf.sparse.sparse_dense_matmul(local, tf.gather(self.w1, present)) + self.b1
-        hidden = self.dropout(tf.nn.relu(hidden), training=training)
-        return censor(self.output_layer(hidden))
+            features = features.with_values(
+                features.values * tf.math.rsqrt(tf.maximum(tf.gather(squares, rows), 1e-12)))
+        hidden = tf.nn.relu(sparse_rows_matmul(features, self.w1) + self.b1)
+        return self.dropout(hidden, training=training)
+
+    def call(self, features: tf.SparseTensor, training=None):
+        return censor(self.output_layer(self.hidden_activations(features, training)))
 
     @staticmethod
     def prior_loss(projected, vectors):

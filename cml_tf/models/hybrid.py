@@ -24,33 +24,19 @@ import numpy as np
 import scipy.sparse as sp
 import tensorflow as tf
 
-from cml_tf.layers.feature_prior import FeaturePrior, SparseRows
+from cml_tf.layers.feature_prior import FeaturePrior, SparseRows, sparse_rows_matmul
 from cml_tf.models.mf import DotProductModel, FactorInitializer
 from cml_tf.models.cml import check_features
-
-
-def sparse_rows_matmul(features: tf.SparseTensor, table):
-    """``features @ table`` gathering only the rows of ``table`` of the features present.
-
-    Neither ``features`` nor ``table``'s gradient is densified (the gradient is an
-    ``IndexedSlices`` over the present features)."""
-    present, position = tf.unique(features.indices[:, 1])
-    local = tf.SparseTensor(
-        tf.stack([features.indices[:, 0], tf.cast(position, tf.int64)], axis=1),
-        features.values,
-        tf.stack([features.dense_shape[0], tf.cast(tf.size(present), tf.int64)]))
-    return tf.sparse.sparse_dense_matmul(local, tf.gather(table, present))
 
 
 @tf.keras.utils.register_keras_serializable("cml_tf")
 class FeatureMLP(FeaturePrior):
     """g(x) = W2 · dropout(relu(W1ᵀ x + b1)) + b2: CML+F's feature network without the final
     projection into the unit ball (dot-product models have no ball). Same weights, same sparse
-    first layer (:func:`sparse_rows_matmul`)."""
+    first layer (:meth:`FeaturePrior.hidden_activations`)."""
 
     def call(self, features: tf.SparseTensor, training=None):
-        hidden = tf.nn.relu(sparse_rows_matmul(features, self.w1) + self.b1)
-        return self.output_layer(self.dropout(hidden, training=training))
+        return self.output_layer(self.hidden_activations(features, training))
 
 
 class FeatureModel(DotProductModel):
