@@ -244,7 +244,7 @@ def check_targets(rows, k) -> list[str]:
     return lines
 
 
-def markdown(rows, args, targets, floor_ms) -> str:
+def markdown(rows, args, targets, floor_ms, load) -> str:
     k = args.k
     out = [f"# Serving benchmark: exported SavedModels, `serving_default` (k={k}, r=100)", "",
            f"Machine: {os.cpu_count()} CPU cores (shared with other work while measured), "
@@ -253,7 +253,8 @@ def markdown(rows, args, targets, floor_ms) -> str:
            f"{args.queries} single-user calls; throughput: batches of {args.batch}. Recall "
            f"against exact search on {args.users} users, training items excluded. A loaded "
            f"signature that does nothing costs {floor_ms:.3f} ms per call here (the floor of "
-           f"every p50 below).", "",
+           f"every p50 below). Load average (1 min) at the start and end of the run: "
+           f"{load[0]:.1f} and {load[1]:.1f}.", "",
            f"| catalogue | items | index | recall@10 | recall@{k} | p50 ms | p99 ms | "
            f"speed-up (p50) | batch users/s | export MB | export s | parameters |",
            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -290,12 +291,13 @@ def main(argv=None):
 
     work_dir = pathlib.Path(args.work_dir or tempfile.mkdtemp(prefix="cml_tf_bench_"))
     names = [s for s in args.sizes.split(",") if s] + (["citeulike-t"] if args.citeulike else [])
-    rows = []
+    rows, load = [], [os.getloadavg()[0]]
     for name in names:
         rows += benchmark_size(name, args, pathlib.Path(args.cache_dir), work_dir)
     floor_ms = call_floor_ms(work_dir, args.rounds, args.queries)
+    load.append(os.getloadavg()[0])
     targets = check_targets(rows, args.k)
-    table = markdown(rows, args, targets, floor_ms)
+    table = markdown(rows, args, targets, floor_ms, load)
     print("\n" + table)
     out = pathlib.Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -303,7 +305,8 @@ def main(argv=None):
     (out / "retrieval.json").write_text(json.dumps(
         {"setup": vars(args), "synthetic": {n: synthetic_setup(int(n)) for n in names
                                             if n.isdigit()},
-         "call_floor_ms": floor_ms, "rows": rows, "targets": targets}, indent=2))
+         "call_floor_ms": floor_ms, "load_average": load, "rows": rows, "targets": targets},
+        indent=2))
     print(f"wrote {out / 'retrieval.md'} and .json")
     if not args.work_dir:
         shutil.rmtree(work_dir, ignore_errors=True)

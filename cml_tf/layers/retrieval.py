@@ -181,6 +181,7 @@ class _RetrievalMixin:
         return self._num_items
 
     def _store_identifiers(self, identifiers, num_items):
+        self._row_identifiers = identifiers is None   # identifier == position
         if identifiers is None:
             identifiers = tf.range(num_items, dtype=tf.int32)
         identifiers = tf.convert_to_tensor(identifiers)
@@ -223,6 +224,21 @@ class _RetrievalMixin:
         if single:
             return scores[0], identifiers[0]
         return scores, identifiers
+
+    def search_unsorted(self, queries: tf.Tensor, k: int | tf.Tensor):
+        """The lean search of a serving graph: ``(scores, identifiers, invalid)`` of shape
+        ``[batch, <= k]`` for a ``[batch, dim]`` float32 query batch. Unlike :meth:`call` the
+        columns need not be sorted (ScaNN's come as ScaNN gives them), there is no padding to
+        ``k`` columns, and an invalid slot's score and identifier are undefined: the caller
+        masks and sorts. Default identifiers (row positions) are not looked up at all."""
+        self._check_indexed()
+        scores, positions, invalid = self._search_unsorted(queries, self._clamp_k(k))
+        if not self._row_identifiers:
+            positions = tf.gather(self._identifiers, positions)
+        return scores, positions, invalid
+
+    def _search_unsorted(self, queries, k):
+        return self._search(queries, k)
 
     def score(self, queries: tf.Tensor, candidates: tf.Tensor) -> tf.Tensor:
         """Row-wise score of ``queries[i]`` against ``candidates[i]`` under this layer's metric
@@ -691,7 +707,9 @@ class ScaNN(_RetrievalMixin, _tfrs_top_k.ScaNN):
       raises ScaNN's re-ordering depth with ``k`` when ``k`` is larger than the constructor's
       (e.g. inside ``query_with_exclusions``), up to ``REORDER_MULTIPLE * k``, and takes the
       number of leaves to search per call;
-    * ``query_with_exclusions``: the order-correct version of :class:`_RetrievalMixin`.
+    * ``query_with_exclusions``: the order-correct version of :class:`_RetrievalMixin`;
+    * ``search_unsorted`` (what the export's serving graph calls): ScaNN's result as it comes,
+      without ``call``'s padding and re-sort (the serving graph sorts once, after exclusions).
 
     The search depth used when a call does not give one is ``params["num_leaves_to_search"]``
     and ``params["num_reordering_candidates"]``; they may be changed after ``index`` (the export
@@ -798,7 +816,12 @@ class ScaNN(_RetrievalMixin, _tfrs_top_k.ScaNN):
              num_leaves_to_search: int | None = None) -> tuple[tf.Tensor, tf.Tensor]:
         return self._retrieve(queries, k, num_leaves_to_search=num_leaves_to_search)
 
-    def _search(self, queries, k, num_leaves_to_search=None):
+    def _search_unsorted(self, queries, k):
+        # ScaNN's own order (best first) and width (NaN-padded, or narrower when it found
+        # fewer than k): search_unsorted's caller masks and sorts anyway.
+        return self._search(queries, k, sort=False)
+
+    def _search(self, queries, k, num_leaves_to_search=None, sort=True):
         from scann import scann_ops  # pylint: disable=import-outside-toplevel
 
         searcher = scann_ops.searcher_from_module(self._serialized_searcher)
@@ -817,6 +840,9 @@ class ScaNN(_RetrievalMixin, _tfrs_top_k.ScaNN):
         search = (searcher.search_batched_parallel if self._parallelize_batch_searches
                   else searcher.search_batched)
         result = search(queries, final_num_neighbors=k, **kwargs)
+        if not sort:
+            scores = -result.distances if self.metric == "squared_l2" else result.distances
+            return scores, result.indices, tf.math.is_nan(scores)
         distances, indices = _pad_to(result.distances, result.indices, k, float("nan"))
         scores = -distances if self.metric == "squared_l2" else distances
         # ScaNN already returns best first; sort anyway so that the contract never depends on it.

@@ -125,8 +125,11 @@ class ServingModule(tf.Module):
 
         self.user_vectors = tf.Variable(spec.user_vectors, trainable=False, name="user_vectors")
         self.item_vectors = tf.Variable(spec.item_vectors, trainable=False, name="item_vectors")
-        self.item_id_strings = tf.Variable(np.char.encode(spec.item_ids, "utf-8"),
-                                           trainable=False, name="item_id_strings")
+        # Row 0 is the empty id of an unfilled slot: item position p is row p + 1, so that
+        # position -1 maps to b"" with a single gather.
+        self.item_id_strings = tf.Variable(
+            np.concatenate([[b""], np.char.encode(spec.item_ids, "utf-8")]), trainable=False,
+            name="item_id_strings")
         # Known items as sorted keys user * n_items + item, with a sentinel at the end so that
         # searchsorted always lands on a valid position.
         known = spec.known
@@ -134,7 +137,7 @@ class ServingModule(tf.Module):
         keys = rows * spec.n_items + known.indices.astype(np.int64)
         self.known_keys = tf.Variable(np.append(np.sort(keys), _INT64_MAX), trainable=False,
                                       name="known_keys")
-        self.known_counts = tf.Variable(np.diff(known.indptr).astype(np.int64), trainable=False,
+        self.known_counts = tf.Variable(np.diff(known.indptr).astype(np.int32), trainable=False,
                                         name="known_counts")
         # The fallback is computed exactly once, here, so every signature returns the same list.
         fallback_ids, fallback_scores = exact_fallback(spec, self._k)
@@ -185,20 +188,21 @@ class ServingModule(tf.Module):
         users = self.user_table.lookup(user_id)
         known = users >= 0
         rows = tf.maximum(users, 0)
+        # Search deep enough for the batch's most active known user (0 for an empty batch).
         counts = tf.where(known, tf.gather(self.known_counts, rows), 0)
-        width = self._k + tf.cast(tf.reduce_max(tf.concat([counts, [0]], 0)), tf.int32)
-        scores, positions = self._search(tf.gather(self.user_vectors, rows), width)
-        excluded = self._is_known(rows, positions) & known[:, None]
-        scores, positions = _best(scores, positions, excluded, self._k)
+        width = self._k + tf.maximum(tf.reduce_max(counts), 0)
+        scores, positions, invalid = self._search(tf.gather(self.user_vectors, rows), width)
+        invalid |= self._is_known(rows, positions) & known[:, None]
+        scores, positions = _best(scores, positions, invalid, self._k)
         return self._outputs(positions, scores, known)
 
     def _similar_items(self, item_id):
         items = self.item_table.lookup(item_id)
         known = items >= 0
         rows = tf.cast(tf.maximum(items, 0), tf.int32)
-        scores, positions = self._search(tf.gather(self.item_vectors, rows), self._k + 1)
-        itself = tf.equal(positions, rows[:, None]) & known[:, None]
-        scores, positions = _best(scores, positions, itself, self._k)
+        scores, positions, invalid = self._search(tf.gather(self.item_vectors, rows), self._k + 1)
+        invalid |= tf.equal(positions, rows[:, None]) & known[:, None]
+        scores, positions = _best(scores, positions, invalid, self._k)
         return self._outputs(positions, scores, known)
 
     def _recommend_for_items(self, item_ids):
@@ -212,13 +216,13 @@ class ServingModule(tf.Module):
             query = query / tf.maximum(tf.norm(query, axis=1, keepdims=True), 1.0)
         known = counts > 0
         width = self._k + tf.shape(items)[1]
-        scores, positions = self._search(query, width)
+        scores, positions, invalid = self._search(query, width)
         # Membership of each result in its row's items: sorted rows + batched searchsorted.
         given = tf.sort(tf.cast(tf.where(valid, items, -2), tf.int32), axis=1)
         given = tf.concat([given, tf.fill([tf.shape(given)[0], 1], -2)], axis=1)  # never empty
         slot = tf.minimum(tf.searchsorted(given, positions), tf.shape(given)[1] - 1)
-        excluded = tf.equal(tf.gather(given, slot, batch_dims=1), positions)
-        scores, positions = _best(scores, positions, excluded, self._k)
+        invalid |= tf.equal(tf.gather(given, slot, batch_dims=1), positions)
+        scores, positions = _best(scores, positions, invalid, self._k)
         return self._outputs(positions, scores, known)
 
     def _embed_items(self, feature_ids, feature_values):
@@ -237,11 +241,11 @@ class ServingModule(tf.Module):
     # ---- helpers ---------------------------------------------------------------------------
 
     def _search(self, queries, width):
-        """Top-``width`` (at most all items) of the index: (scores, int32 positions, -1 for an
-        empty slot)."""
-        width = tf.minimum(width, self._n_items)
-        scores, positions = self._index.value(queries, k=width)
-        return scores, tf.cast(positions, tf.int32)
+        """About the top-``width`` (clamped to all items) of the index, in any order: (scores,
+        int32 positions, invalid) of the index's lean ``search_unsorted`` (no sorting:
+        :func:`_best` masks and sorts once)."""
+        scores, positions, invalid = self._index.value.search_unsorted(queries, width)
+        return scores, tf.cast(positions, tf.int32), invalid
 
     def _is_known(self, rows, positions):
         keys = rows[:, None] * self._n_items + tf.cast(positions, tf.int64)
@@ -254,29 +258,28 @@ class ServingModule(tf.Module):
         return tf.reshape(tf.equal(found, flat), tf.shape(keys))
 
     def _outputs(self, positions, scores, known):
-        """Output dict; rows of unknown ids get the precomputed fallback."""
-        batch = tf.shape(positions)[0]
-        positions = tf.where(known[:, None], positions,
-                             tf.tile(self.fallback_positions[None, :], [batch, 1]))
-        scores = tf.where(known[:, None], scores,
-                          tf.tile(self.fallback_scores[None, :], [batch, 1]))
-        ids = tf.where(positions >= 0, tf.gather(self.item_id_strings, tf.maximum(positions, 0)),
-                       tf.constant(b""))
+        """Output dict; rows of unknown ids get the precomputed fallback (broadcast)."""
+        column = known[:, None]
+        positions = tf.where(column, positions, self.fallback_positions)
+        scores = tf.where(column, scores, self.fallback_scores)
+        ids = tf.gather(self.item_id_strings, positions + 1)      # position -1 -> b""
         return {"item_ids": ids, "scores": scores, "known": known}
 
 
-def _best(scores, positions, excluded, k: int):
-    """The best ``k`` slots that are not excluded, empty or NaN, best first; invalid slots at
-    the end as (NaN, -1). Pads to ``k`` columns when fewer were retrieved."""
-    invalid = excluded | (positions < 0) | tf.math.is_nan(scores)
-    missing = tf.maximum(k - tf.shape(scores)[1], 0)
-    paddings = [[0, 0], [0, missing]]
-    invalid = tf.pad(invalid, paddings, constant_values=True)
-    scores = tf.pad(scores, paddings)
+def _best(scores, positions, invalid, k: int):
+    """The best ``k`` slots that are not ``invalid`` (excluded, empty or NaN), best first;
+    invalid slots at the end as (NaN, -1). Pads to ``k`` columns when fewer were retrieved.
+
+    One ``top_k`` over the scores with invalid slots masked to ``-inf`` (valid scores are
+    finite), so the sorted scores are ``top_k``'s values and ``-inf`` marks what is left empty;
+    ``k`` is a Python int, so the outputs have the static shape ``[None, k]``."""
+    masked = tf.where(invalid, -np.inf, scores)
+    paddings = [[0, 0], [0, tf.maximum(k - tf.shape(scores)[1], 0)]]
+    masked = tf.pad(masked, paddings, constant_values=-np.inf)
     positions = tf.pad(positions, paddings, constant_values=-1)
     # tf.math.top_k is stable: equal scores keep the index's order.
-    _, order = tf.math.top_k(tf.where(invalid, -np.inf, scores), k=k)
-    invalid = tf.gather(invalid, order, batch_dims=1)
-    scores = tf.where(invalid, np.nan, tf.gather(scores, order, batch_dims=1))
-    positions = tf.where(invalid, -1, tf.gather(positions, order, batch_dims=1))
-    return tf.ensure_shape(scores, [None, k]), tf.ensure_shape(positions, [None, k])
+    top, order = tf.math.top_k(masked, k=k)
+    empty = tf.math.is_inf(top)
+    scores = tf.where(empty, np.nan, top)
+    positions = tf.where(empty, -1, tf.gather(positions, order, batch_dims=1))
+    return scores, positions

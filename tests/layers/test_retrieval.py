@@ -165,6 +165,28 @@ def test_layers_descending_and_accurate(kind, metric, data):
 
 
 @pytest.mark.parametrize("kind", sorted(LAYERS))
+@pytest.mark.parametrize("row_identifiers", [True, False])
+def test_search_unsorted_is_call_before_sorting(kind, row_identifiers, data):
+    """The serving graph's lean search: once invalid slots are dropped and the rest sorted, it
+    is what ``call`` returns, with default (row) identifiers and with given integer ones (the
+    partitioned index stores its items permuted)."""
+    items, queries = data
+    k = 20
+    given = np.arange(len(items), dtype=np.int32)[::-1].copy()
+    layer = LAYERS[kind](k).index(items, None if row_identifiers else given)
+    scores, ids = (t.numpy() for t in layer(queries))
+    lean = tf.function(lambda q: layer.search_unsorted(q, tf.constant(k)))
+    lean_scores, lean_ids, invalid = (t.numpy() for t in lean(queries))
+    assert lean_scores.shape[1] <= k
+    for b in range(len(queries)):
+        keep = ~invalid[b]
+        order = np.argsort(-lean_scores[b][keep], kind="stable")
+        np.testing.assert_allclose(lean_scores[b][keep][order], scores[b][:keep.sum()],
+                                   rtol=1e-6, atol=1e-6)
+        assert set(lean_ids[b][keep].tolist()) == set(ids[b][:keep.sum()].tolist())
+
+
+@pytest.mark.parametrize("kind", sorted(LAYERS))
 def test_query_with_exclusions(kind, data):
     items, queries = data
     k = 10
