@@ -55,6 +55,7 @@ def get_config() -> ml_collections.ConfigDict:
     train.patience = 0           # early stopping after N evaluations without gain (0: off)
     train.monitor = "recall@50"  # validation metric for early stopping and best weights
     train.jit_sampling = True    # XLA for the negative sampling (see CML)
+    train.jit_compile = False    # XLA for the whole train_step (CML without item features)
     train.verbose = 1            # Keras progress: 0 silent, 1 bar, 2 a line per epoch
 
     config.eval = ml_collections.ConfigDict(dict(ks=(10, 50, 100)))

@@ -175,7 +175,13 @@ def train_and_evaluate(config, workdir: str, overwrite: bool = False,
 
     model = build_model(config.model, split.train, seed=config.seed,
                         jit_sampling=config.train.jit_sampling)
-    model.compile(optimizer=make_optimizer(config.train))
+    if config.train.jit_compile:
+        blocker = getattr(model, "jit_compile_blocker", f"{type(model).__name__} is not tested "
+                                                        "with it")
+        if blocker:
+            raise ValueError(f"train.jit_compile: XLA cannot compile this model's whole train "
+                             f"step ({blocker}); train.jit_sampling compiles its sampling")
+    model.compile(optimizer=make_optimizer(config.train), jit_compile=config.train.jit_compile)
     dataset = positive_pairs_dataset(split.train, config.train.batch_size, seed=config.seed)
 
     nan_guard = cbs.NanGuard()

@@ -75,6 +75,20 @@ def test_train_and_evaluate_writes_metrics_and_refuses_a_finished_workdir(tmp_pa
     assert again["test"]["recall@50"] == pytest.approx(metrics["test"]["recall@50"])
 
 
+def test_jit_compile_runs_the_whole_train_step_under_xla(tmp_path):
+    config = small_config(jit_compile=True)
+    config.data.use_features = False
+    metrics = train.train_and_evaluate(config, str(tmp_path / "run"))
+    assert metrics["test"]["recall@50"] > 0.3  # the planted clusters are found, as without XLA
+
+
+def test_jit_compile_with_the_feature_prior_says_which_ops_prevent_it(tmp_path):
+    config = small_config(jit_compile=True)
+    config.data.use_features = True
+    with pytest.raises(ValueError, match="train.jit_compile: XLA cannot compile .*RaggedRange"):
+        train.train_and_evaluate(config, str(tmp_path / "run"))
+
+
 def test_an_interrupted_run_resumes_from_its_checkpoint(tmp_path):
     config = small_config(epochs=2)
     workdir = tmp_path / "run"

@@ -77,6 +77,15 @@ class CML(tf.keras.Model):
 
     metric = "squared_l2"  # how the export and retrieval layers compare users and items
 
+    @property
+    def jit_compile_blocker(self):
+        """Why the whole ``train_step`` cannot be compiled with XLA (None: it can). The feature
+        prior gathers CSR rows (``RaggedRange``) and deduplicates items (``tf.unique``): shapes
+        that depend on the data, which XLA does not compile."""
+        if self.prior is not None:
+            return "the feature prior's sparse row gather (RaggedRange) and tf.unique"
+        return None
+
     def __init__(self, n_users: int, n_items: int, dim: int = 100, margin: float = 0.5,
                  num_negatives: int = 20, lambda_c: float = 10.0, lambda_f: float = 1.0,
                  item_features=None, hidden: int = 256, dropout: float = 0.5,
