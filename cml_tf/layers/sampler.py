@@ -84,6 +84,19 @@ class NegativeSampler(tf.keras.layers.Layer):
         return np.unique(coo.row.astype(np.int64) * n_items + coo.col.astype(np.int64))
 
     @classmethod
+    def for_model(cls, n_users: int, n_items: int, known_positives=None, n_known: int = 0,
+                  **kwargs) -> "NegativeSampler":
+        """A model's sampler: filled from its (n_users x n_items) training positives, or empty
+        with room for ``n_known`` keys (``from_config``, before the saved weights load)."""
+        if known_positives is None:
+            return cls(n_items, n_known, **kwargs)
+        known_positives = sp.csr_matrix(known_positives)
+        if known_positives.shape != (n_users, n_items):
+            raise ValueError(f"known_positives has shape {known_positives.shape}, expected "
+                             f"({n_users}, {n_items})")
+        return cls.from_matrix(known_positives, **kwargs)
+
+    @classmethod
     def from_matrix(cls, matrix, **kwargs) -> "NegativeSampler":
         keys = cls.known_keys(matrix)
         layer = cls(matrix.shape[1], len(keys), **kwargs)

@@ -112,16 +112,8 @@ class CML(tf.keras.Model):
         self.warp = WarpHingeLoss(margin, n_items, name="warp")
         self.covariance = CovarianceRegularizer(name="covariance")
 
-        if known_positives is not None:
-            known_positives = sp.csr_matrix(known_positives)
-            if known_positives.shape != (n_users, n_items):
-                raise ValueError(f"known_positives has shape {known_positives.shape}, expected "
-                                 f"({n_users}, {n_items})")
-            keys = NegativeSampler.known_keys(known_positives)
-            n_known = len(keys)
-        self.sampler = NegativeSampler(n_items, n_known, seed=seed, name="sampler")
-        if known_positives is not None:
-            self.sampler.assign_keys(keys)
+        self.sampler = NegativeSampler.for_model(n_users, n_items, known_positives, n_known,
+                                                 seed=seed, name="sampler")
 
         if item_features is not None:
             item_features = check_features(item_features, n_items)

@@ -1,4 +1,7 @@
-"""Shared machinery of the sampled pairwise models: CML and the BPR / WARP / FM / VBPR / CDL zoo.
+"""Shared machinery of the zoo's sampled pairwise models: BPR / WARP / FM / VBPR / CDL.
+
+It follows :class:`~cml_tf.models.cml.CML`'s training step, with the same sampler, rank weight
+and scoring code; CML keeps its own ``train_step`` (it censors and has the feature prior).
 
 :class:`SampledPairwiseModel` is a ``keras.Model`` whose ``train_step`` does, on a batch of N
 positive pairs (i, j), on device:
@@ -12,7 +15,7 @@ positive pairs (i, j), on device:
    sparse ``IndexedSlices`` over the touched rows), their scores, and the model's loss from
    ``(positive_scores [N], negative_scores [N, U])``, where ``negative_scores`` equals the sampled
    scores in value and only its hardest column carries gradient;
-4. apply the optimizer, then the model's post-update hook (CML censors the touched rows).
+4. apply the optimizer, then the model's post-update hook (none of the zoo needs one).
 
 Scores are always "higher is better" (:func:`cml_tf.layers.retrieval.score_matrix` and
 ``score_pairs`` compute them), so one rank weight (:func:`cml_tf.layers.warp.warp_hinge`) serves
@@ -28,7 +31,7 @@ A subclass provides:
 * ``pairwise_loss(batch) -> (parts, diagnostics)``: ``parts`` an ordered dict of weighted loss
   terms whose sum is minimised (each logged per positive pair), ``diagnostics`` other per-step
   scalars to log (e.g. the impostor fraction). Names must be declared with ``_init_trackers``.
-* optionally ``after_update(batch)`` (CML: censor ``batch.touched_items`` and the users).
+* optionally ``after_update(batch)``: runs after the optimizer step.
 
 Everything else -- ``score``, ``recommend``, ``similar_items``, ``known_items``, ``user_vectors`` /
 ``item_vectors`` (what the SavedModel export reads) and the Keras metric trackers -- is here.
@@ -39,7 +42,6 @@ import math
 from typing import Optional
 
 import numpy as np
-import scipy.sparse as sp
 import tensorflow as tf
 
 from cml_tf.layers.retrieval import score_matrix, score_pairs
@@ -162,16 +164,8 @@ class SampledPairwiseModel(RankingModel):
             raise ValueError(f"metric must be one of {METRICS}, got {self.metric!r}")
         self.n_users, self.n_items = int(n_users), int(n_items)
         self.num_negatives, self.seed = int(num_negatives), seed
-        if known_positives is not None:
-            known_positives = sp.csr_matrix(known_positives)
-            if known_positives.shape != (n_users, n_items):
-                raise ValueError(f"known_positives has shape {known_positives.shape}, expected "
-                                 f"({n_users}, {n_items})")
-            keys = NegativeSampler.known_keys(known_positives)
-            n_known = len(keys)
-        self.sampler = NegativeSampler(n_items, n_known, seed=seed, name="sampler")
-        if known_positives is not None:
-            self.sampler.assign_keys(keys)
+        self.sampler = NegativeSampler.for_model(n_users, n_items, known_positives, n_known,
+                                                 seed=seed, name="sampler")
         self.jit_sampling = bool(jit_sampling)
         self._sampling_function = None
         self._trackers = {}
@@ -202,7 +196,7 @@ class SampledPairwiseModel(RankingModel):
         raise NotImplementedError
 
     def after_update(self, batch: PairBatch):
-        """Runs after the optimizer step (CML: censoring)."""
+        """Runs after the optimizer step (nothing by default)."""
 
     def all_item_vectors(self):
         """[n_items, D]: every item's vector (inference mode)."""
