@@ -137,6 +137,15 @@ class NegativeSampler(tf.keras.layers.Layer):
         found = tf.equal(tf.gather(self.keys, position), flat)
         return tf.reshape(found, tf.shape(query))
 
+    def known_items(self, users):
+        """Known positives of ``users`` as a RaggedTensor of item indices (from the sorted keys)."""
+        users = tf.cast(tf.reshape(users, [-1]), tf.int64)
+        starts = tf.searchsorted(self.keys, users * self.n_items)
+        limits = tf.searchsorted(self.keys, (users + 1) * self.n_items)
+        positions = tf.ragged.range(starts, limits)
+        return tf.RaggedTensor.from_row_splits(
+            tf.gather(self.keys, positions.flat_values) % self.n_items, positions.row_splits)
+
     def _uniform(self, shape):
         return self._generator.uniform(shape, 0, self.n_items, dtype=tf.int32)
 

@@ -24,10 +24,8 @@ positive pairs (i, j) does, on device (paper section 3.5):
 Scores are minus squared distances: ``score(users)[b, j] = -||u_b - v_j||^2`` (higher is better).
 """
 
-import math
 
 import numpy as np
-import scipy.sparse as sp
 import tensorflow as tf
 
 from cml_tf.layers.covariance import CovarianceRegularizer
@@ -35,24 +33,15 @@ from cml_tf.layers.embedding import UnitBallEmbedding
 from cml_tf.layers.feature_prior import FeaturePrior, SparseRows
 from cml_tf.layers.sampler import NegativeSampler
 from cml_tf.layers.warp import WarpHingeLoss
+from cml_tf.models.ranking import (TopK, check_features, check_k, check_non_negative,
+                                   check_positive, mask_themselves)
 
 _LOGGED = ("loss", "metric_loss", "covariance_loss", "feature_loss", "impostor_fraction",
            "rank_weight")  # per step, averaged over the epoch by Keras' progress bar and logs
 
 
-def check_features(item_features, n_items: int) -> sp.csr_matrix:
-    """The features as CSR float32, or ValueError for a wrong row count or NaN/Inf values."""
-    features = sp.csr_matrix(item_features, dtype=np.float32)
-    if features.shape[0] != n_items:
-        raise ValueError(f"item_features has {features.shape[0]} rows but the model has "
-                         f"{n_items} items")
-    if not np.all(np.isfinite(features.data)):
-        raise ValueError("item_features contain NaN or Inf values")
-    return features
-
-
 @tf.keras.utils.register_keras_serializable("cml_tf")
-class CML(tf.keras.Model):
+class CML(TopK, tf.keras.Model):
     """CML / CML+F as a Keras model: ``model.fit(positive_pairs_dataset(train, batch))`` trains it.
 
     Args:
@@ -94,11 +83,9 @@ class CML(tf.keras.Model):
                  jit_sampling: bool = True, n_known: int = 0, n_features: int = 0,
                  n_feature_entries: int = 0, **kwargs):
         super().__init__(**kwargs)
-        _check_positive(n_users=n_users, n_items=n_items, dim=dim, margin=margin,
+        check_positive(n_users=n_users, n_items=n_items, dim=dim, margin=margin,
                         num_negatives=num_negatives)
-        for name, value in (("lambda_c", lambda_c), ("lambda_f", lambda_f)):
-            if not (value >= 0 and math.isfinite(value)):
-                raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+        check_non_negative(lambda_c=lambda_c, lambda_f=lambda_f)
         self.n_users, self.n_items, self.dim = int(n_users), int(n_items), int(dim)
         self.margin, self.num_negatives = float(margin), int(num_negatives)
         self.lambda_c, self.lambda_f = float(lambda_c), float(lambda_f)
@@ -252,29 +239,14 @@ class CML(tf.keras.Model):
 
     def known_items(self, users):
         """Known positives of ``users`` as a RaggedTensor of item indices."""
-        users = tf.cast(tf.reshape(users, [-1]), tf.int64)
-        keys = self.sampler.keys
-        starts = tf.searchsorted(keys, users * self.n_items)
-        limits = tf.searchsorted(keys, (users + 1) * self.n_items)
-        positions = tf.ragged.range(starts, limits)
-        return tf.RaggedTensor.from_row_splits(
-            tf.gather(keys, positions.flat_values) % self.n_items, positions.row_splits)
-
-    def recommend(self, users, k: int, exclude_known: bool = True):
-        """Top-k items by distance: ``(scores [B, k] descending, items [B, k])``."""
-        _check_k(k, self.n_items)
-        scores = self.score(users)
-        if exclude_known:
-            scores = _mask(scores, self.known_items(users))
-        return tf.math.top_k(scores, k)
+        return self.sampler.known_items(users)
 
     def similar_items(self, items, k: int):
         """Nearest k items to each item of ``items`` (itself excluded): ``(scores, items)``."""
-        _check_k(k, self.n_items - 1)
+        check_k(k, self.n_items - 1)
         items = tf.reshape(items, [-1])
         v = tf.gather(self.item_embedding.embeddings, items)
-        scores = -squared_distances(v, self.item_embedding.embeddings)
-        scores = _mask(scores, tf.RaggedTensor.from_tensor(tf.cast(items, tf.int64)[:, None]))
+        scores = mask_themselves(-squared_distances(v, self.item_embedding.embeddings), items)
         return tf.math.top_k(scores, k)
 
     def embed_items(self, features: tf.SparseTensor):
@@ -309,23 +281,3 @@ def squared_distances(queries, table):
     q2 = tf.reduce_sum(tf.square(queries), axis=1, keepdims=True)
     v2 = tf.reduce_sum(tf.square(table), axis=1)
     return tf.maximum(q2 - 2.0 * dots + v2[None, :], 0.0)
-
-
-def _mask(scores, items: tf.RaggedTensor):
-    """Sets scores[b, items[b]] to -inf."""
-    rows = tf.cast(items.value_rowids(), tf.int64)
-    indices = tf.stack([rows, tf.cast(items.flat_values, tf.int64)], axis=1)
-    return tf.tensor_scatter_nd_update(
-        scores, indices, tf.fill(tf.shape(rows), tf.constant(-np.inf, scores.dtype)))
-
-
-def _check_positive(**values):
-    for name, value in values.items():
-        if not (value > 0 and math.isfinite(value)):
-            raise ValueError(f"{name} must be > 0, got {value}")
-
-
-def _check_k(k, available):
-    if not 1 <= k <= available:
-        raise ValueError(f"k={k} must be between 1 and the number of candidate items "
-                         f"({available})")

@@ -26,7 +26,7 @@ import tensorflow as tf
 
 from cml_tf.layers.feature_prior import FeaturePrior, SparseRows, sparse_rows_matmul
 from cml_tf.models.mf import DotProductModel, FactorInitializer
-from cml_tf.models.cml import check_features
+from cml_tf.models.ranking import check_features
 
 
 @tf.keras.utils.register_keras_serializable("cml_tf")

@@ -18,8 +18,8 @@ bias coordinate included), so the cost of a step does not grow with the tables.
 
 import tensorflow as tf
 
-from cml_tf.models.sampled import (SampledPairwiseModel, bpr_loss, check_non_negative,
-                                   check_positive, warp_loss)
+from cml_tf.models.ranking import check_non_negative, check_positive
+from cml_tf.models.sampled import SampledPairwiseModel, bpr_loss, warp_loss
 
 LOSSES = ("bpr", "warp")
 

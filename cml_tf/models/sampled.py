@@ -38,7 +38,6 @@ Everything else -- ``score``, ``recommend``, ``similar_items``, ``known_items``,
 """
 
 import dataclasses
-import math
 from typing import Optional
 
 import numpy as np
@@ -47,11 +46,7 @@ import tensorflow as tf
 from cml_tf.layers.retrieval import score_matrix, score_pairs
 from cml_tf.layers.sampler import NegativeSampler
 from cml_tf.layers.warp import warp_hinge
-# One copy of the argument checks, the -inf masking and the known-positive lookup: CML's.
-from cml_tf.models.cml import CML
-from cml_tf.models.cml import _check_k as check_k
-from cml_tf.models.cml import _check_positive as check_positive
-from cml_tf.models.cml import _mask as mask_items
+from cml_tf.models.ranking import TopK, check_k, check_positive, mask_themselves
 
 
 METRICS = ("squared_l2", "dot_product")
@@ -80,7 +75,7 @@ class PairBatch:
     touched_items: Optional[tf.Tensor] = None
 
 
-class RankingModel(tf.keras.Model):
+class RankingModel(TopK, tf.keras.Model):
     """What every model of the zoo answers with, by ``metric``: ``score``, ``recommend``,
     ``similar_items`` and the ``user_vectors`` / ``item_vectors`` the export reads.
 
@@ -114,17 +109,13 @@ class RankingModel(tf.keras.Model):
         u = self.user_vectors_for(tf.reshape(users, [-1]), training=False)
         return score_matrix(u, self.all_item_vectors(), self.metric)
 
-    # Top-k items by score, ``(scores [B, k] descending, items [B, k])``, known positives excluded
-    # unless ``exclude_known=False``: CML's method (it reads only score, known_items, n_items).
-    recommend = CML.recommend
-
     def similar_items(self, items, k: int):
         """The k best items for each item of ``items`` under ``metric`` (itself excluded)."""
         check_k(k, self.n_items - 1)
         items = tf.reshape(items, [-1])
         table = self.all_item_vectors()
         scores = score_matrix(tf.gather(table, items), table, self.metric)
-        scores = mask_items(scores, tf.RaggedTensor.from_tensor(tf.cast(items, tf.int64)[:, None]))
+        scores = mask_themselves(scores, items)
         return tf.math.top_k(scores, k)
 
     @property
@@ -271,9 +262,9 @@ class SampledPairwiseModel(RankingModel):
 
     # ---- scoring -------------------------------------------------------------------------------
 
-    # Known positives of ``users`` as a RaggedTensor of item indices, looked up in the sampler's
-    # sorted keys: CML's method (it reads only self.sampler and n_items).
-    known_items = CML.known_items
+    def known_items(self, users):
+        """Known positives of ``users`` as a RaggedTensor of item indices."""
+        return self.sampler.known_items(users)
 
     def get_config(self):
         return {"n_users": self.n_users, "n_items": self.n_items,
@@ -295,14 +286,3 @@ def warp_loss(batch: PairBatch, margin: float, n_items: int):
 def bpr_loss(batch: PairBatch):
     """``sum -log sigmoid(s_pos - s_hard)`` (with U = 1: BPR's uniformly sampled negative)."""
     return tf.reduce_sum(tf.math.softplus(batch.hard_scores - batch.positive_scores))
-
-
-# ---- helpers -----------------------------------------------------------------------------------
-
-
-def check_non_negative(**values):
-    for name, value in values.items():
-        if not (value >= 0 and math.isfinite(value)):
-            raise ValueError(f"{name} must be a finite number >= 0, got {value}")
-
-

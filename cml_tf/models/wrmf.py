@@ -32,7 +32,8 @@ import scipy.sparse as sp
 import tensorflow as tf
 
 from cml_tf.layers.feature_prior import SparseRows
-from cml_tf.models.sampled import RankingModel, check_non_negative, check_positive
+from cml_tf.models.ranking import check_non_negative, check_positive
+from cml_tf.models.sampled import RankingModel
 
 SOLVERS = ("cg", "exact")
 
