@@ -336,6 +336,20 @@ def _validation_list(validation) -> List[dict]:
     return [dict(row) for row in validation]
 
 
+def _finish_epoch_axis(axis, drawn: bool, empty_text: str, ylabel: str, title: str):
+    """Legend (or a note that nothing was drawn), integer epoch ticks, labels, title, grid."""
+    from matplotlib.ticker import MaxNLocator  # pylint: disable=import-outside-toplevel
+    if drawn:
+        axis.legend(fontsize="small")
+    else:
+        axis.text(0.5, 0.5, empty_text, ha="center", va="center", transform=axis.transAxes)
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axis.set_xlabel("epoch")
+    axis.set_ylabel(ylabel)
+    axis.set_title(title, fontsize="medium")
+    axis.grid(alpha=0.3)
+
+
 def plot_training_curves(history=None, validation=None, *, metrics: Sequence[str] = None,
                          epochs: Optional[Sequence[int]] = None,
                          reference: Optional[Mapping[str, float]] = None,
@@ -370,17 +384,8 @@ def plot_training_curves(history=None, validation=None, *, metrics: Sequence[str
             list(range(1, len(values) + 1))
         left.plot(x, values, marker="o" if len(values) < 30 else None, markersize=3,
                   label=name.replace("_", " "), linewidth=2.0 if name == "loss" else 1.2)
-    if parts:
-        left.legend(fontsize="small")
-    else:
-        left.text(0.5, 0.5, "no loss history", ha="center", va="center",
-                  transform=left.transAxes)
-    from matplotlib.ticker import MaxNLocator  # pylint: disable=import-outside-toplevel
-    left.xaxis.set_major_locator(MaxNLocator(integer=True))
-    left.set_xlabel("epoch")
-    left.set_ylabel("loss per positive pair")
-    left.set_title("training loss (weighted parts)", fontsize="medium")
-    left.grid(alpha=0.3)
+    _finish_epoch_axis(left, bool(parts), "no loss history", "loss per positive pair",
+                       "training loss (weighted parts)")
 
     if metrics is None:
         found = sorted({key for row in rows for key in row if key.startswith("recall@")},
@@ -396,16 +401,8 @@ def plot_training_curves(history=None, validation=None, *, metrics: Sequence[str
     for (label, value), style in zip((reference or {}).items(), ("--", ":", "-.", (0, (1, 3)))):
         right.axhline(value, color="grey", linestyle=style, linewidth=1, label=label)
         drawn = True
-    if drawn:
-        right.legend(fontsize="small")
-    else:
-        right.text(0.5, 0.5, "no validation history", ha="center", va="center",
-                   transform=right.transAxes)
-    right.xaxis.set_major_locator(MaxNLocator(integer=True))
-    right.set_xlabel("epoch")
-    right.set_ylabel("metric")
-    right.set_title("validation (known training items excluded)", fontsize="medium")
-    right.grid(alpha=0.3)
+    _finish_epoch_axis(right, drawn, "no validation history", "metric",
+                       "validation (known training items excluded)")
     if title:
         figure.suptitle(title)
     if path is not None:
