@@ -40,16 +40,23 @@ def run(config, keep_workdir=None, skip_test=False):
         return train.train_and_evaluate(config, keep_workdir or workdir, skip_test=skip_test)
 
 
-def run_seed(config_path, seed, data_dir=None):
-    """One quiet training run of a config file with ``config.seed = seed`` on the shared data
-    (export and pictures off); returns the per-seed record the result tables keep."""
+def quiet_config(config_path, data_dir=None):
+    """A config file set up for a measurement: the shared data, no export, no pictures (they
+    cost time and are not measured), no progress bar."""
     config = load_config(config_path)
-    config.seed = int(seed)
     config.data.data_dir = str(data_dir or SHARED_DATA / config.data.name)
     config.export.enabled = False
     if "viz" in config:
-        config.viz.enabled = False  # pictures cost time and are not measured here
+        config.viz.enabled = False
     config.train.verbose = 0
+    return config
+
+
+def run_seed(config_path, seed, data_dir=None):
+    """One quiet training run of a config file with ``config.seed = seed`` on the shared data
+    (export and pictures off); returns the per-seed record the result tables keep."""
+    config = quiet_config(config_path, data_dir)
+    config.seed = int(seed)
     metrics = run(config)
     return {"seed": int(seed), "test": metrics["test"], "valid": metrics["valid"],
             "epochs": metrics["epochs"], "best_epoch": metrics.get("best_epoch"),

@@ -16,7 +16,7 @@ import sys
 import cml_tf  # noqa: F401  (Keras 2 before TensorFlow)
 from absl import app, flags
 
-from common import SHARED_DATA, load_config, run, write_table
+from common import quiet_config, run, write_table
 
 flags.DEFINE_string("config", "configs/citeulike_t.py", "Config file (repository-relative).")
 flags.DEFINE_string("name", "sweep", "Name of the result files.")
@@ -43,18 +43,14 @@ def main(argv):
     grid = [parse(g) for g in FLAGS.grid]
     rows, raw = [], []
     for values in itertools.product(*[v for _, v in grid]):
-        config = load_config(FLAGS.config)
-        config.data.data_dir = str(SHARED_DATA / config.data.name)
-        config.export.enabled = False
-        config.train.verbose = 0
+        config = quiet_config(FLAGS.config)
         for item in FLAGS.set:
             key, (value,) = parse(item)
             assign(config, key, value)
         setting = dict(zip([k for k, _ in grid], values))
         for key, value in setting.items():
             assign(config, key, value)
-        # No test evaluation: drop the test part before training.
-        metrics = run(config, skip_test=True)
+        metrics = run(config, skip_test=True)  # the test set is never evaluated
         best = max(metrics["validation_history"], key=lambda h: h["recall@50"])
         raw.append({"setting": setting, "best": best, "train_seconds": metrics["train_seconds"]})
         rows.append([", ".join(f"{k}={v}" for k, v in setting.items()),
