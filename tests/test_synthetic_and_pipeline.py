@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from cml_tf.data import Interactions
 from cml_tf.data.pipeline import positive_pairs_dataset
@@ -72,6 +73,16 @@ def test_pipeline_covers_every_pair_once_per_epoch_in_a_new_order():
     assert not np.array_equal(first, second)
     again = epoch_pairs(positive_pairs_dataset(data, batch_size=64, seed=9))
     assert np.array_equal(first, again)  # same seed, same first epoch
+
+
+def test_pipeline_batches_are_full_but_the_last():
+    data = make_synthetic(n_users=300, n_items=200, n_clusters=5, with_features=False, seed=2)
+    dataset = positive_pairs_dataset(data, batch_size=100, seed=1)
+    sizes = [(int(users.shape[0]), int(items.shape[0])) for users, items in dataset]
+    rest = data.n_interactions % 100 or 100
+    assert sizes == [(100, 100)] * (len(sizes) - 1) + [(rest, rest)]
+    assert all(spec.dtype == tf.int32 and spec.shape.as_list() == [None]
+               for spec in dataset.element_spec)
 
 
 def test_pipeline_without_shuffle_and_bad_batch():
