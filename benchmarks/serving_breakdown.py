@@ -45,26 +45,18 @@ class StagedModule(ServingModule):
         super().__init__(*args)
         spec = [tf.TensorSpec([None], tf.string)]
         self.nothing = tf.function(lambda user_id: {"n": tf.size(user_id)}, input_signature=spec)
-        self.lookup = tf.function(lambda user_id: {"q": self._query(user_id)[0]},
+        self.lookup = tf.function(lambda user_id: {"q": self._user_queries(user_id)[0]},
                                   input_signature=spec)
         self.search = tf.function(self._search_stage, input_signature=spec)
         self.select = tf.function(self._select_stage, input_signature=spec)
 
-    def _query(self, user_id):
-        users = self.user_table.lookup(user_id)
-        known = users >= 0
-        rows = tf.maximum(users, 0)
-        counts = tf.where(known, tf.gather(self.known_counts, rows), 0)
-        width = self._k + tf.maximum(tf.reduce_max(counts), 0)
-        return tf.gather(self.user_vectors, rows), width, known
-
     def _search_stage(self, user_id):
-        queries, width, _ = self._query(user_id)
+        queries, width, _, _ = self._user_queries(user_id)
         scores, positions, _ = self._search(queries, width)
         return {"scores": scores, "positions": positions}
 
     def _select_stage(self, user_id):
-        queries, width, known = self._query(user_id)
+        queries, width, _, known = self._user_queries(user_id)
         scores, positions = _best(*self._search(queries, width), self._k)
         return self._outputs(positions, scores, known)
 

@@ -185,13 +185,8 @@ class ServingModule(tf.Module):
         return signatures
 
     def _recommend(self, user_id):
-        users = self.user_table.lookup(user_id)
-        known = users >= 0
-        rows = tf.maximum(users, 0)
-        # Search deep enough for the batch's most active known user (0 for an empty batch).
-        counts = tf.where(known, tf.gather(self.known_counts, rows), 0)
-        width = self._k + tf.maximum(tf.reduce_max(counts), 0)
-        scores, positions, invalid = self._search(tf.gather(self.user_vectors, rows), width)
+        queries, width, rows, known = self._user_queries(user_id)
+        scores, positions, invalid = self._search(queries, width)
         invalid |= self._is_known(rows, positions) & known[:, None]
         scores, positions = _best(scores, positions, invalid, self._k)
         return self._outputs(positions, scores, known)
@@ -239,6 +234,17 @@ class ServingModule(tf.Module):
         return {"embeddings": tf.cast(embeddings, tf.float32)}
 
     # ---- helpers ---------------------------------------------------------------------------
+
+    def _user_queries(self, user_id):
+        """(query vectors, search width, table rows, known) of a batch of user ids: the width is
+        ``k`` plus the training-item count of the batch's most active known user, so that ``k``
+        items are left after the exclusions (``k`` for an empty batch)."""
+        users = self.user_table.lookup(user_id)
+        known = users >= 0
+        rows = tf.maximum(users, 0)
+        counts = tf.where(known, tf.gather(self.known_counts, rows), 0)
+        width = self._k + tf.maximum(tf.reduce_max(counts), 0)
+        return tf.gather(self.user_vectors, rows), width, rows, known
 
     def _search(self, queries, width):
         """About the top-``width`` (clamped to all items) of the index, in any order: (scores,
