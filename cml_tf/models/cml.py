@@ -24,7 +24,6 @@ positive pairs (i, j) does, on device (paper section 3.5):
 Scores are minus squared distances: ``score(users)[b, j] = -||u_b - v_j||^2`` (higher is better).
 """
 
-
 import numpy as np
 import tensorflow as tf
 
@@ -84,7 +83,7 @@ class CML(TopK, tf.keras.Model):
                  n_feature_entries: int = 0, **kwargs):
         super().__init__(**kwargs)
         check_positive(n_users=n_users, n_items=n_items, dim=dim, margin=margin,
-                        num_negatives=num_negatives)
+                       num_negatives=num_negatives)
         check_non_negative(lambda_c=lambda_c, lambda_f=lambda_f)
         self.n_users, self.n_items, self.dim = int(n_users), int(n_items), int(dim)
         self.margin, self.num_negatives = float(margin), int(num_negatives)

@@ -15,7 +15,7 @@ positive pairs (i, j), on device:
    sparse ``IndexedSlices`` over the touched rows), their scores, and the model's loss from
    ``(positive_scores [N], negative_scores [N, U])``, where ``negative_scores`` equals the sampled
    scores in value and only its hardest column carries gradient;
-4. apply the optimizer, then the model's post-update hook (none of the zoo needs one).
+4. apply the optimizer.
 
 Scores are always "higher is better" (:func:`cml_tf.layers.retrieval.score_matrix` and
 ``score_pairs`` compute them), so one rank weight (:func:`cml_tf.layers.warp.warp_hinge`) serves
@@ -31,14 +31,12 @@ A subclass provides:
 * ``pairwise_loss(batch) -> (parts, diagnostics)``: ``parts`` an ordered dict of weighted loss
   terms whose sum is minimised (each logged per positive pair), ``diagnostics`` other per-step
   scalars to log (e.g. the impostor fraction). Names must be declared with ``_init_trackers``.
-* optionally ``after_update(batch)``: runs after the optimizer step.
 
 Everything else -- ``score``, ``recommend``, ``similar_items``, ``known_items``, ``user_vectors`` /
 ``item_vectors`` (what the SavedModel export reads) and the Keras metric trackers -- is here.
 """
 
 import dataclasses
-from typing import Optional
 
 import numpy as np
 import tensorflow as tf
@@ -54,11 +52,10 @@ METRICS = ("squared_l2", "dot_product")
 
 @dataclasses.dataclass
 class PairBatch:
-    """One training step's tensors, handed to the loss and post-update hooks.
+    """One training step's tensors, handed to ``pairwise_loss``.
 
     ``negative_scores`` [N, U] equals the scores of the sampled negatives in value (no gradient);
-    its ``hardest`` column carries the gradient of ``hard_scores``. ``touched_items`` are the item
-    rows the step changes (positives and hardest negatives; a loss hook may replace it).
+    its ``hardest`` column carries the gradient of ``hard_scores``.
     """
 
     users: tf.Tensor            # [N] int32
@@ -72,7 +69,6 @@ class PairBatch:
     positive_scores: tf.Tensor  # [N]
     hard_scores: tf.Tensor      # [N]
     negative_scores: tf.Tensor  # [N, U]
-    touched_items: Optional[tf.Tensor] = None
 
 
 class RankingModel(TopK, tf.keras.Model):
@@ -186,9 +182,6 @@ class SampledPairwiseModel(RankingModel):
         """``(parts, diagnostics)``: ordered dicts of scalar tensors (see the module doc)."""
         raise NotImplementedError
 
-    def after_update(self, batch: PairBatch):
-        """Runs after the optimizer step (nothing by default)."""
-
     def all_item_vectors(self):
         """[n_items, D]: every item's vector (inference mode)."""
         return self.item_vectors_for(tf.range(self.n_items), training=False)
@@ -222,8 +215,7 @@ class SampledPairwiseModel(RankingModel):
             s_all = tf.stop_gradient(sampled_scores) + tf.one_hot(
                 hardest, self.num_negatives) * (s_hard - tf.stop_gradient(s_hard))[:, None]
             batch = PairBatch(users, positives, negatives, hardest, hard_items, u, v_pos, v_hard,
-                              s_pos, s_hard, s_all,
-                              touched_items=tf.concat([positives, hard_items], axis=0))
+                              s_pos, s_hard, s_all)
             parts, diagnostics = self.pairwise_loss(batch)
             total = None
             for value in parts.values():
@@ -232,7 +224,6 @@ class SampledPairwiseModel(RankingModel):
         variables = self.trainable_variables
         gradients = tape.gradient(total, variables)
         self.optimizer.apply_gradients(zip(gradients, variables))
-        self.after_update(batch)
 
         n = tf.cast(tf.size(users), tf.float32)
         # Per positive pair; the parts are weighted, so loss = the sum of the parts.
