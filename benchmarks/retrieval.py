@@ -15,7 +15,12 @@ gets:
   this shared machine hits all of them alike);
 * batched throughput: users per second in batches of --batch, median over rounds;
 * speed-up = exact p50 / index p50; export size on disk; export time (build, tuning, save,
-  smoke test, report).
+  smoke test, report);
+* the same single-user latency through C++ -- ``export/serving_example.cc``, compiled here,
+  loading the export with ``tensorflow::LoadSavedModel`` and timing ``Session::Run`` as TF
+  Serving does, without Python's per-call cost -- with the session's inter-op thread pool
+  (``pool``, TensorFlow's default) and with every op in the calling thread (``inline``,
+  ``inter_op_parallelism_threads=-1``). Skipped with ``--no_cpp`` or without a compiler.
 
     python benchmarks/retrieval.py                                   # 26k, 260k, 1M items
     python benchmarks/retrieval.py --sizes=260000 --rounds=3
@@ -23,7 +28,8 @@ gets:
 
 Writes benchmarks/results/retrieval.{md,json}. Targets (issue "SavedModel export"): at 260k
 items ScaNN p50 <= 0.25 ms and >= 15x the exact export at recall@50 >= 0.98, at 1M items
->= 40x; partitioned >= 5x at recall@50 >= 0.95 at 260k. Checked and printed, not asserted.
+>= 40x; partitioned >= 5x at recall@50 >= 0.95 at 260k. Checked for each path (Python, C++
+pool, C++ inline) and printed, not asserted.
 """
 
 import argparse
@@ -32,10 +38,13 @@ import os
 import pathlib
 import platform
 import shutil
+import subprocess
 import sys
 import time
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "export"))
 
 import cml_tf  # noqa: I001,E402,F401  (first: routes tf.keras to Keras 2)
 import numpy as np  # noqa: E402
@@ -44,8 +53,10 @@ import tensorflow as tf  # noqa: E402
 from cml_tf import export  # noqa: E402
 from cml_tf.serving import ExportSpec  # noqa: E402
 from cml_tf.serving.check import exact_recommendations  # noqa: E402
+import build_example  # noqa: E402
 
 INDEXES = ("brute_force", "scann", "partitioned")
+CPP_MODES = {"pool": 0, "inline": -1}  # serving_example --inter_op_threads
 CITEULIKE_ITEMS = 25_975
 
 
@@ -130,7 +141,20 @@ def one_round(signature, singles, batch, repeats=3) -> dict:
             "qps": int(batch.shape[0]) / per_batch}
 
 
-def benchmark_size(name, args, cache_dir, work_dir) -> list[dict]:
+def cpp_round(binary, path, index, ids, calls, threads) -> dict:
+    """p50/p99 (ms) of ``calls`` single-id Session::Run calls of a fresh C++ process."""
+    args = [str(binary), f"--latency={calls}", f"--inter_op_threads={threads}"]
+    if index == "scann":
+        args.append(f"--ops_library={build_example.scann_ops_library()}")
+    done = subprocess.run(args + [str(path), *ids], capture_output=True, text=True, timeout=1800,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"serving_example failed on {path}: {done.stderr[-2000:]}")
+    timing = json.loads(done.stdout)
+    return {"p50": timing["p50_ms"], "p99": timing["p99_ms"]}
+
+
+def benchmark_size(name, args, cache_dir, work_dir, binary=None) -> list[dict]:
     user_ids, item_ids, users, items, known, train_seconds = trained_vectors(
         name, cache_dir, args.epochs, None if name == "citeulike-t" else int(name))
     spec = ExportSpec(user_ids, item_ids, users, items, "squared_l2", known,
@@ -144,7 +168,7 @@ def benchmark_size(name, args, cache_dir, work_dir) -> list[dict]:
     exact_ids = np.where(positions >= 0, spec.item_ids[np.maximum(positions, 0)], "")
     print(f"exact reference for {len(sample)} users in {time.time() - start:.1f}s", flush=True)
 
-    loaded, results = {}, {}
+    loaded, results, paths = {}, {}, {}
     for index in INDEXES:
         folder = work_dir / f"{name}-{index}"
         shutil.rmtree(folder, ignore_errors=True)
@@ -153,6 +177,7 @@ def benchmark_size(name, args, cache_dir, work_dir) -> list[dict]:
                                report_queries=50, warmup=False)
         seconds = time.time() - start
         loaded[index] = tf.saved_model.load(result["path"])
+        paths[index] = result["path"]
         signature = loaded[index].signatures["serving_default"]
         found = served_ids(signature, spec.user_ids[sample])
         results[index] = {
@@ -163,13 +188,14 @@ def benchmark_size(name, args, cache_dir, work_dir) -> list[dict]:
             "export_seconds": seconds, "size_mb": result["size_bytes"] / 2**20,
             "tuning": {key: value for key, value in result["report"]["tuning"].items()
                        if key != "tried"},
-            "rounds": []}
+            "rounds": [], "cpp_rounds": {mode: [] for mode in CPP_MODES}}
         print(f"{index:12s} exported in {seconds:6.1f}s ({results[index]['size_mb']:.0f} MB) "
               f"recall@10 {results[index]['recall@10']:.4f} recall@{args.k} "
               f"{results[index][f'recall@{args.k}']:.4f} {results[index]['parameters']}",
               flush=True)
 
-    singles = [tf.constant([u]) for u in spec.user_ids[rng.choice(spec.n_users, args.queries)]]
+    single_ids = [str(u) for u in spec.user_ids[rng.choice(spec.n_users, args.queries)]]
+    singles = [tf.constant([u]) for u in single_ids]
     batch = tf.constant(spec.user_ids[rng.choice(spec.n_users, args.batch)])
     for index in INDEXES:                                   # warm up every export
         for query in singles[:20]:
@@ -180,19 +206,40 @@ def benchmark_size(name, args, cache_dir, work_dir) -> list[dict]:
                 one_round(loaded[index].signatures["serving_default"], singles, batch))
         print(f"round {r + 1}: " + ", ".join(
             f"{i} p50 {results[i]['rounds'][-1]['p50']:.3f} ms" for i in INDEXES), flush=True)
-    exact_p50 = float(np.median([x["p50"] for x in results["brute_force"]["rounds"]]))
-    rows = []
-    for index in INDEXES:
-        row = results[index]
-        for key in ("p50", "p99", "qps"):
-            row[f"{key}_median"] = float(np.median([x[key] for x in row["rounds"]]))
-        row["speedup_p50"] = exact_p50 / row["p50_median"]
-        rows.append(row)
     del loaded
+    for r in range(args.rounds if binary else 0):
+        for index in INDEXES:
+            for mode, threads in CPP_MODES.items():
+                results[index]["cpp_rounds"][mode].append(
+                    cpp_round(binary, paths[index], index, single_ids, args.queries, threads))
+        print(f"C++ round {r + 1}: " + ", ".join(
+            f"{i} p50 " + "/".join(f"{results[i]['cpp_rounds'][m][-1]['p50']:.3f}"
+                                    for m in CPP_MODES) for i in INDEXES)
+            + " ms (" + "/".join(CPP_MODES) + ")", flush=True)
+    rows = [results[index] for index in INDEXES]
+    summarize(rows, "rounds", "", ("p50", "p99", "qps"))
+    for mode in CPP_MODES if binary else ():
+        summarize(rows, "cpp_rounds", mode, ("p50", "p99"))
     if not args.keep_exports:
         for index in INDEXES:
             shutil.rmtree(work_dir / f"{name}-{index}", ignore_errors=True)
     return rows
+
+
+def summarize(rows, rounds_key, mode, keys):
+    """Medians over the rounds as ``{prefix}{key}_median`` and ``{prefix}speedup_p50`` (exact
+    p50 / this p50) on every row; prefix ``cpp_{mode}_`` for a C++ mode."""
+    prefix = f"cpp_{mode}_" if mode else ""
+
+    def rounds(row):
+        return row[rounds_key][mode] if mode else row[rounds_key]
+
+    for row in rows:
+        for key in keys:
+            row[f"{prefix}{key}_median"] = float(np.median([x[key] for x in rounds(row)]))
+    exact = next(row for row in rows if row["index"] == "brute_force")[f"{prefix}p50_median"]
+    for row in rows:
+        row[f"{prefix}speedup_p50"] = exact / row[f"{prefix}p50_median"]
 
 
 def call_floor_ms(work_dir: pathlib.Path, rounds: int, queries: int) -> float:
@@ -219,28 +266,37 @@ def call_floor_ms(work_dir: pathlib.Path, rounds: int, queries: int) -> float:
     return float(np.median(p50s))
 
 
+PATHS = {"": "Python", "cpp_pool_": "C++ pool", "cpp_inline_": "C++ inline"}
+
+
 def check_targets(rows, k) -> list[str]:
-    """The issue's targets, as lines of text."""
+    """The issue's targets, as lines of text, for every path that was measured."""
     by = {(r["items"], r["index"]): r for r in rows}
     lines = []
 
     def line(ok, text):
         lines.append(f"{'PASS' if ok else 'MISS'}: {text}")
 
-    for n, scann_speedup in ((260_000, 15), (1_000_000, 40)):
-        scann = by.get((n, "scann"))
-        if scann:
-            line(scann["speedup_p50"] >= scann_speedup and scann[f"recall@{k}"] >= 0.98,
-                 f"{n:,} items: ScaNN {scann['speedup_p50']:.1f}x the exact export (target "
-                 f">= {scann_speedup}x) at recall@{k} {scann[f'recall@{k}']:.4f} (>= 0.98)")
-            if n == 260_000:
-                line(scann["p50_median"] <= 0.25,
-                     f"260,000 items: ScaNN p50 {scann['p50_median']:.3f} ms (target <= 0.25)")
-    part = by.get((260_000, "partitioned"))
-    if part:
-        line(part["speedup_p50"] >= 5 and part[f"recall@{k}"] >= 0.95,
-             f"260,000 items: partitioned {part['speedup_p50']:.1f}x at recall@{k} "
-             f"{part[f'recall@{k}']:.4f} (target >= 5x at >= 0.95)")
+    for prefix, path in PATHS.items():
+        if not any(f"{prefix}p50_median" in r for r in rows):
+            continue
+        for n, scann_speedup in ((260_000, 15), (1_000_000, 40)):
+            scann = by.get((n, "scann"))
+            if scann:
+                speedup = scann[f"{prefix}speedup_p50"]
+                line(speedup >= scann_speedup and scann[f"recall@{k}"] >= 0.98,
+                     f"{path}, {n:,} items: ScaNN {speedup:.1f}x the exact export (target >= "
+                     f"{scann_speedup}x) at recall@{k} {scann[f'recall@{k}']:.4f} (>= 0.98)")
+                if n == 260_000:
+                    p50 = scann[f"{prefix}p50_median"]
+                    line(p50 <= 0.25, f"{path}, 260,000 items: ScaNN p50 {p50:.3f} ms (target "
+                         "<= 0.25)")
+        part = by.get((260_000, "partitioned"))
+        if part:
+            speedup = part[f"{prefix}speedup_p50"]
+            line(speedup >= 5 and part[f"recall@{k}"] >= 0.95,
+                 f"{path}, 260,000 items: partitioned {speedup:.1f}x at recall@{k} "
+                 f"{part[f'recall@{k}']:.4f} (target >= 5x at >= 0.95)")
     return lines
 
 
@@ -253,8 +309,9 @@ def markdown(rows, args, targets, floor_ms, load) -> str:
            f"{args.queries} single-user calls; throughput: batches of {args.batch}. Recall "
            f"against exact search on {args.users} users, training items excluded. A loaded "
            f"signature that does nothing costs {floor_ms:.3f} ms per call here (the floor of "
-           f"every p50 below). Load average (1 min) at the start and end of the run: "
+           f"every Python p50 below). Load average (1 min) at the start and end of the run: "
            f"{load[0]:.1f} and {load[1]:.1f}.", "",
+           "## Python: `tf.saved_model.load`, the `serving_default` signature", "",
            f"| catalogue | items | index | recall@10 | recall@{k} | p50 ms | p99 ms | "
            f"speed-up (p50) | batch users/s | export MB | export s | parameters |",
            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -264,6 +321,19 @@ def markdown(rows, args, targets, floor_ms, load) -> str:
                    f"{r[f'recall@{k}']:.4f} | {r['p50_median']:.3f} | {r['p99_median']:.3f} | "
                    f"{r['speedup_p50']:.1f}x | {r['qps_median']:,.0f} | {r['size_mb']:.0f} | "
                    f"{r['export_seconds']:.0f} | {params} |")
+    if any("cpp_inline_p50_median" in r for r in rows):
+        out += ["", "## C++: `tensorflow::LoadSavedModel` + `Session::Run` (TF Serving's path)",
+                "", "`export/serving_example.cc --latency`, the same exports and user ids. "
+                "*pool*: TensorFlow's default inter-op thread pool; *inline*: every op in the "
+                "calling thread (`--inter_op_threads=-1`, ConfigProto "
+                "`inter_op_parallelism_threads` < 0). Recall as above (same exports).", "",
+                "| catalogue | items | index | pool p50 ms | pool p99 ms | pool speed-up | "
+                "inline p50 ms | inline p99 ms | inline speed-up |",
+                "|---|---|---|---|---|---|---|---|---|"]
+        for r in rows:
+            out.append(f"| {r['catalogue']} | {r['items']:,} | {r['index']} | " + " | ".join(
+                f"{r[f'cpp_{m}_p50_median']:.3f} | {r[f'cpp_{m}_p99_median']:.3f} | "
+                f"{r[f'cpp_{m}_speedup_p50']:.1f}x" for m in CPP_MODES) + " |")
     out += ["", "Targets:", ""] + [f"- {t}" for t in targets]
     return "\n".join(out) + "\n"
 
@@ -285,15 +355,22 @@ def main(argv=None):
     parser.add_argument("--work_dir", default=None, help="where exports are written "
                         "(default: a temporary folder)")
     parser.add_argument("--keep_exports", action="store_true")
+    parser.add_argument("--no_cpp", action="store_true",
+                        help="skip the C++ latency (export/serving_example.cc)")
     parser.add_argument("--out_dir", default=str(pathlib.Path(__file__).parent / "results"))
     args = parser.parse_args(argv)
     import tempfile
 
     work_dir = pathlib.Path(args.work_dir or tempfile.mkdtemp(prefix="cml_tf_bench_"))
     names = [s for s in args.sizes.split(",") if s] + (["citeulike-t"] if args.citeulike else [])
+    binary = None
+    if args.no_cpp or build_example.compiler() is None:
+        print("C++ latency skipped" + ("" if args.no_cpp else ": no C++ compiler"))
+    else:
+        binary = build_example.build(work_dir / "serving_example")
     rows, load = [], [os.getloadavg()[0]]
     for name in names:
-        rows += benchmark_size(name, args, pathlib.Path(args.cache_dir), work_dir)
+        rows += benchmark_size(name, args, pathlib.Path(args.cache_dir), work_dir, binary)
     floor_ms = call_floor_ms(work_dir, args.rounds, args.queries)
     load.append(os.getloadavg()[0])
     targets = check_targets(rows, args.k)

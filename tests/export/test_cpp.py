@@ -4,38 +4,25 @@ tensorflow::LoadSavedModel and runs its signatures on string ids."""
 
 import json
 import os
-import pathlib
-import shutil
 import subprocess
+import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
 from export_helpers import REPO
 
+sys.path.insert(0, str(REPO / "export"))
+from build_example import build, compiler, scann_ops_library  # noqa: E402
+
 pytestmark = pytest.mark.slow
-
-SOURCE = REPO / "export" / "serving_example.cc"
-
-
-def scann_ops_library() -> pathlib.Path:
-    import scann
-    return pathlib.Path(scann.__file__).parent / "scann_ops" / "cc" / "_scann_ops.so"
 
 
 @pytest.fixture(scope="module")
 def binary(tmp_path_factory):
-    compiler = shutil.which("g++") or shutil.which("c++")
-    if compiler is None:
+    if compiler() is None:
         pytest.skip("no C++ compiler on this machine")
-    lib = pathlib.Path(tf.sysconfig.get_lib())
-    out = tmp_path_factory.mktemp("cpp") / "serving_example"
-    command = [compiler, "-O1", "-w", *tf.sysconfig.get_compile_flags(), str(SOURCE), "-o",
-               str(out), f"-L{lib}", "-l:libtensorflow_cc.so.2", "-l:libtensorflow_framework.so.2",
-               f"-Wl,-rpath,{lib}"]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
-    assert done.returncode == 0, done.stderr[-4000:]
-    return out
+    return build(tmp_path_factory.mktemp("cpp") / "serving_example", optimize="-O1")
 
 
 def run(binary, *args):
@@ -64,13 +51,16 @@ def assert_same(cpp_json, expected):
                                        equal_nan=True)
 
 
-@pytest.mark.parametrize("label", ["brute_force", "partitioned", "scann"])
-def test_cpp_serving_default_matches_python(label, binary, trained, exports):
+@pytest.mark.parametrize("label,threads", [("brute_force", 0), ("partitioned", 0), ("scann", 0),
+                                           ("scann", -1), ("partitioned", -1)])
+def test_cpp_serving_default_matches_python(label, threads, binary, trained, exports):
+    """threads -1: every op in the calling thread (ConfigProto inter_op_parallelism_threads < 0),
+    the low-latency setting the serving benchmark uses; the results must not change."""
     _, _, spec = trained
     path = exports[label][0]
     ids = [str(u) for u in spec.user_ids[:6]] + ["ghost", ""]
     args = [f"--ops_library={scann_ops_library()}"] if label == "scann" else []
-    done = run(binary, *args, path, *ids)
+    done = run(binary, *args, f"--inter_op_threads={threads}", path, *ids)
     assert done.returncode == 0, done.stderr[-4000:]
     result = json.loads(done.stdout)
     assert result["signature"] == "serving_default" and result["input"] == "user_id"
@@ -98,3 +88,18 @@ def test_cpp_scann_export_needs_the_scann_ops(binary, exports):
     bad = run(binary, "--ops_library=/nonexistent/_scann_ops.so", exports["scann"][0], "u1")
     assert bad.returncode == 2 and "cannot load ops library" in bad.stderr
     assert os.path.exists(scann_ops_library())
+
+
+def test_cpp_latency_mode(binary, trained, exports):
+    _, _, spec = trained
+    path = exports["scann"][0]
+    ids = [str(u) for u in spec.user_ids[:5]]
+    done = run(binary, f"--ops_library={scann_ops_library()}", "--latency=200",
+               "--inter_op_threads=-1", path, *ids)
+    assert done.returncode == 0, done.stderr[-4000:]
+    timing = json.loads(done.stdout)
+    assert timing["signature"] == "serving_default" and timing["calls"] == 200
+    assert 0 < timing["p50_ms"] <= timing["p99_ms"] and timing["mean_ms"] > 0
+    for bad in (["--latency=0", path, "u1"], ["--latency=10", path]):  # no calls, no ids
+        refused = run(binary, *bad)
+        assert refused.returncode == 1 and "usage" in refused.stderr
