@@ -24,8 +24,8 @@
 //
 // --inter_op_threads sets the session's ConfigProto.inter_op_parallelism_threads: 0 (default)
 // lets TensorFlow size its inter-op thread pool; a negative value runs every op in the calling
-// thread, which saves the hand-offs between threads that dominate a small request. TF Serving
-// sets the same field from its --tensorflow_inter_op_parallelism flag.
+// thread, which saves the hand-offs between threads, a large share of a small request. In TF
+// Serving the same field is set by --tensorflow_inter_op_parallelism.
 //
 // With --latency=N it times the signature instead of printing its outputs: after N / 10 warm-up
 // calls, N calls of one id each (cycling through the ids), each a separate Session::Run as a
