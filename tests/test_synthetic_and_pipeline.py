@@ -85,6 +85,13 @@ def test_pipeline_batches_are_full_but_the_last():
                for spec in dataset.element_spec)
 
 
+def test_pipeline_runs_without_tf_data_autotuning():
+    """Its teardown stalls made every Keras epoch boundary slow (pipeline module docstring)."""
+    data = make_synthetic(n_users=50, n_items=40, seed=2, with_features=False)
+    dataset = positive_pairs_dataset(data, batch_size=16, seed=0)
+    assert dataset.options().autotune.enabled is False
+
+
 def test_pipeline_without_shuffle_and_bad_batch():
     data = Interactions.from_pairs(["a", "a", "b"], ["x", "y", "x"])
     pairs = epoch_pairs(positive_pairs_dataset(data, batch_size=2, shuffle=False))
