@@ -7,12 +7,14 @@ Prints the path of the binary and, when ScaNN is installed, the ``--ops_library=
 ScaNN export needs. Used by tests/export/test_cpp.py and benchmarks/retrieval.py.
 """
 
+import os
 import pathlib
 import shutil
 import subprocess
 import sys
 
 SOURCE = pathlib.Path(__file__).resolve().parent / "serving_example.cc"
+USAGE = "usage: python export/build_example.py [OUTPUT]   (default OUTPUT: ./serving_example)"
 
 
 def compiler() -> str | None:
@@ -44,8 +46,9 @@ def build(output, optimize: str = "-O2", timeout: float = 600) -> pathlib.Path:
 
 def main(argv):
     if len(argv) > 2 or (len(argv) == 2 and argv[1].startswith("-")):
-        print(__doc__.strip().splitlines()[2].strip(), file=sys.stderr)
+        print(USAGE, file=sys.stderr)
         return 1
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up messages
     try:
         binary = build(argv[1] if len(argv) == 2 else "serving_example")
     except RuntimeError as error:

@@ -103,3 +103,9 @@ def test_cpp_latency_mode(binary, trained, exports):
     for bad in (["--latency=0", path, "u1"], ["--latency=10", path]):  # no calls, no ids
         refused = run(binary, *bad)
         assert refused.returncode == 1 and "usage" in refused.stderr
+
+
+def test_build_script_usage():
+    done = subprocess.run([sys.executable, str(REPO / "export" / "build_example.py"), "-h"],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 1 and done.stderr.startswith("usage: python export/build_example.py")
