@@ -3,11 +3,18 @@
 Known positives are checked with a Bloom filter: a bitmap of ``2^b`` bits in which every known
 (user, item) pair sets two bits chosen by two 32-bit hashes. A pair whose two bits are set *may*
 be known; a pair with either bit clear is certainly not known. Every draw that may be known is
-redrawn, so **no known positive survives** (a Bloom filter has no false negatives); the price is
+replaced, so **no known positive survives** (a Bloom filter has no false negatives); the price is
 that a small random set of unknown pairs (the false-positive rate, below 0.1% with the default 64
 bits per key) is never drawn. The check is two gathers from a small table and a few integer ops:
 fast, static-shaped and XLA-compilable, unlike a binary search over the sorted keys, which is
 kept for exact look-ups (:meth:`NegativeSampler.is_known`, ``known_items``).
+
+Replacing a flagged draw: each row draws ``U + E`` items at once (``E`` spare columns) and keeps its
+first ``U`` unflagged ones. The unflagged draws of an i.i.d. uniform sequence are i.i.d. uniform
+over the unflagged items, so this is rejection sampling done in one pass. Only rows with more than
+``E`` flagged draws (rare unless a user knows a large share of the items) go on to redraw rounds.
+One pass matters because on device every round costs as much as the first: it hashes every draw
+of the batch, not just the flagged ones.
 """
 
 import math
@@ -149,15 +156,22 @@ class NegativeSampler(tf.keras.layers.Layer):
     def _uniform(self, shape):
         return self._generator.uniform(shape, 0, self.n_items, dtype=tf.int32)
 
+    @staticmethod
+    def spare_columns(num_negatives: int) -> int:
+        """E, the extra draws per row that replace flagged ones without a redraw round."""
+        return max(2, -(-num_negatives // 4))
+
     def call(self, users, num_negatives: int):
         users = tf.reshape(users, [-1, 1])
         shape = tf.stack([tf.shape(users)[0], num_negatives])
-        items = self._uniform(shape)
-        bad = self.maybe_known(users, items)
+        drawn = self._uniform(shape + [0, self.spare_columns(num_negatives)])
+        ok = tf.logical_not(self.maybe_known(users, drawn))
+        items, bad = _fill_from_spares(drawn[:, :num_negatives], ok[:, :num_negatives],
+                                       drawn[:, num_negatives:], ok[:, num_negatives:])
 
         def redraw(round_, items, bad):
             items = tf.where(bad, self._uniform(shape), items)
-            return round_ + 1, items, self.maybe_known(users, items)
+            return round_ + 1, items, tf.logical_and(bad, self.maybe_known(users, items))
 
         _, items, bad = tf.while_loop(
             lambda round_, items, bad: tf.logical_and(round_ < self.max_rounds,
@@ -169,3 +183,19 @@ class NegativeSampler(tf.keras.layers.Layer):
         return {**super().get_config(), "n_items": self.n_items, "n_known": self.n_known,
                 "max_rounds": self.max_rounds, "bits_per_key": self.bits_per_key,
                 "seed": self.seed}
+
+
+def _fill_from_spares(head, head_ok, spares, spares_ok):
+    """The k-th rejected draw of a row (``head_ok`` False) takes the row's k-th accepted spare.
+
+    Returns ``(items, bad)``, ``bad`` marking the slots left without a spare. Counted with
+    exclusive cumulative sums and a [rows, U, E] match, so the shapes stay static for XLA.
+    """
+    wanted = tf.cumsum(tf.cast(tf.logical_not(head_ok), tf.int32), axis=1, exclusive=True)
+    offered = tf.cumsum(tf.cast(spares_ok, tf.int32), axis=1, exclusive=True)
+    match = tf.logical_and(
+        tf.logical_and(tf.logical_not(head_ok)[:, :, None], spares_ok[:, None, :]),
+        tf.equal(wanted[:, :, None], offered[:, None, :]))  # at most one True per slot
+    replacement = tf.reduce_sum(tf.where(match, spares[:, None, :], 0), axis=2)
+    items = tf.where(head_ok, head, replacement)
+    return items, tf.logical_not(tf.logical_or(head_ok, tf.reduce_any(match, axis=2)))

@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from cml_tf.data.pipeline import positive_pairs_dataset
 from cml_tf.data.synthetic import make_figure3, make_synthetic
-from cml_tf.layers.sampler import NegativeSampler
+from cml_tf.layers.sampler import NegativeSampler, _fill_from_spares
 from cml_tf.models import CML
 
 
@@ -58,6 +58,30 @@ def test_sampled_negatives_are_uniform_over_items():
     assert counts[0] == 0
     expected = 2000 * 25 / 49
     assert np.all(np.abs(counts[1:] - expected) < 6 * np.sqrt(expected))
+
+
+def test_rejected_draws_take_the_rows_accepted_spares_in_order():
+    head = tf.constant([[10, 11, 12, 13], [20, 21, 22, 23], [30, 31, 32, 33]])
+    head_ok = tf.constant([[True, False, True, False],    # two rejected, two good spares
+                           [True, True, True, True],      # nothing to replace
+                           [False, False, False, True]])  # three rejected, one good spare
+    spares = tf.constant([[90, 91, 92], [80, 81, 82], [70, 71, 72]])
+    spares_ok = tf.constant([[False, True, True], [True, True, True], [False, False, True]])
+    items, bad = _fill_from_spares(head, head_ok, spares, spares_ok)
+    np.testing.assert_array_equal(items.numpy()[0], [10, 91, 12, 92])
+    np.testing.assert_array_equal(items.numpy()[1], [20, 21, 22, 23])
+    assert items.numpy()[2, 0] == 72 and items.numpy()[2, 3] == 33
+    np.testing.assert_array_equal(bad.numpy(), [[False] * 4, [False] * 4,
+                                                [False, True, True, False]])
+
+
+def test_rows_with_more_rejections_than_spares_are_redrawn():
+    # User 0 knows 90% of the items: most rows run out of spares and need redraw rounds.
+    matrix = sp.csr_matrix((np.ones(450), (np.zeros(450, int), np.arange(450))), shape=(1, 500))
+    sampler = NegativeSampler.from_matrix(matrix, seed=0, max_rounds=200)
+    items, valid = sampler(tf.zeros([300], tf.int32), 10)
+    assert valid.numpy().all()
+    assert items.numpy().min() >= 450
 
 
 # ---- a training step -------------------------------------------------------------------------
