@@ -37,6 +37,7 @@ from cml_tf.data.split import Split, split_per_user
 from cml_tf.data.synthetic import make_synthetic
 from cml_tf.evaluation import evaluate
 from cml_tf.models import build_model
+from cml_tf.optimizers import SparseAdagrad
 
 
 class WorkdirError(RuntimeError):
@@ -133,7 +134,11 @@ def prepare_workdir(workdir: str, config, overwrite: bool = False) -> pathlib.Pa
 
 
 def make_optimizer(train_config):
+    """The Keras optimizer named by ``train.optimizer``; "adagrad" is :class:`SparseAdagrad`,
+    the same update made faster for embedding tables."""
     name = train_config.optimizer.lower()
+    if name == "adagrad":
+        return SparseAdagrad(learning_rate=train_config.learning_rate)
     try:
         optimizer_class = tf.keras.optimizers.get(name).__class__
     except ValueError as error:

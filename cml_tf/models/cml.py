@@ -19,7 +19,8 @@ positive pairs (i, j) does, on device (paper section 3.5):
 4. apply the optimizer (AdaGrad by default) and censor exactly the touched rows,
    y <- y / max(||y||, 1), so no row ever leaves the ball and a step costs the same whatever the
    size of the tables. Under a ``tf.distribute`` strategy the touched rows of all replicas are
-   gathered first, so rows updated through another replica's gradients are censored too.
+   censored, so rows updated through another replica's gradients are censored too. With
+   :class:`~cml_tf.optimizers.SparseAdagrad` the optimizer censors the rows as it writes them.
 
 Scores are minus squared distances: ``score(users)[b, j] = -||u_b - v_j||^2`` (higher is better).
 """
@@ -28,12 +29,13 @@ import numpy as np
 import tensorflow as tf
 
 from cml_tf.layers.covariance import CovarianceRegularizer
-from cml_tf.layers.embedding import UnitBallEmbedding
+from cml_tf.layers.embedding import UnitBallEmbedding, censor
 from cml_tf.layers.feature_prior import FeaturePrior, SparseRows
 from cml_tf.layers.sampler import NegativeSampler
 from cml_tf.layers.warp import WarpHingeLoss
 from cml_tf.models.ranking import (TopK, check_features, check_k, check_non_negative,
                                    check_positive, mask_themselves)
+from cml_tf.optimizers import SparseAdagrad
 
 _LOGGED = ("loss", "metric_loss", "covariance_loss", "feature_loss", "impostor_fraction",
            "rank_weight")  # per step, averaged over the epoch by Keras' progress bar and logs
@@ -175,8 +177,10 @@ class CML(TopK, tf.keras.Model):
 
         variables = self.trainable_variables
         gradients = tape.gradient(total, variables)
+        optimizer_censors = self._optimizer_censors()
         self.optimizer.apply_gradients(zip(gradients, variables))
-        self._censor(users, touched_items)
+        if not optimizer_censors:
+            self._censor(users, touched_items)
 
         n = tf.cast(tf.size(users), tf.float32)
         # Per positive pair; the parts are weighted, so loss = metric + covariance + feature.
@@ -209,6 +213,16 @@ class CML(TopK, tf.keras.Model):
 
             self._sampling_function = tf.function(sample, jit_compile=self.jit_sampling)
         return self._sampling_function(users)
+
+    def _optimizer_censors(self) -> bool:
+        """Whether the optimizer censors the rows it updates (:class:`SparseAdagrad` does, once
+        told to), which spares the step a second read and write of every touched row. Under a
+        distribution strategy its gradients, hence its rows, are those of all replicas."""
+        if not isinstance(self.optimizer, SparseAdagrad):
+            return False
+        for table in (self.user_embedding, self.item_embedding):
+            self.optimizer.project_rows(table.embeddings, censor)
+        return True
 
     def _censor(self, user_rows, item_rows):
         context = tf.distribute.get_replica_context()

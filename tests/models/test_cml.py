@@ -9,10 +9,11 @@ from cml_tf.data.pipeline import positive_pairs_dataset
 from cml_tf.data.synthetic import make_figure3, make_synthetic
 from cml_tf.layers.sampler import NegativeSampler, _fill_from_spares
 from cml_tf.models import CML
+from cml_tf.optimizers import SparseAdagrad
 
 
 def train(model, data, epochs, batch_size=256, lr=0.1, callbacks=None):
-    model.compile(optimizer=tf.keras.optimizers.Adagrad(lr))
+    model.compile(optimizer=SparseAdagrad(lr))
     return model.fit(positive_pairs_dataset(data, batch_size, seed=0), epochs=epochs,
                      verbose=0, callbacks=callbacks)
 
@@ -86,9 +87,11 @@ def test_rows_with_more_rejections_than_spares_are_redrawn():
 
 # ---- a training step -------------------------------------------------------------------------
 
-def test_steps_keep_rows_in_ball_and_touch_only_the_batch(synthetic):
+@pytest.mark.parametrize("optimizer", [SparseAdagrad, tf.keras.optimizers.Adagrad])
+def test_steps_keep_rows_in_ball_and_touch_only_the_batch(synthetic, optimizer):
+    """SparseAdagrad censors the rows as it writes them; with Keras' AdaGrad the step does."""
     model = CML.from_interactions(synthetic, dim=8, use_features=False)
-    model.compile(optimizer=tf.keras.optimizers.Adagrad(0.5))
+    model.compile(optimizer=optimizer(0.5))
     users_before = model.user_vectors.copy()
     items_before = model.item_vectors.copy()
     users = tf.constant([0, 1, 2, 2], tf.int32)
@@ -108,6 +111,19 @@ def test_steps_keep_rows_in_ball_and_touch_only_the_batch(synthetic):
                    if v.shape == model.item_embedding.embeddings.shape][0].numpy()
     untouched = np.setdiff1d(np.arange(synthetic.n_items), changed_items)
     assert np.all(accumulator[untouched] == accumulator[untouched][0, 0])
+
+
+def test_sparse_adagrad_trains_exactly_like_keras_adagrad(synthetic):
+    vectors = []
+    for optimizer in (SparseAdagrad, tf.keras.optimizers.Adagrad):
+        model = CML.from_interactions(synthetic, dim=8, use_features=True, seed=3)
+        model.compile(optimizer=optimizer(1.0))
+        model.fit(positive_pairs_dataset(synthetic, 256, seed=0), epochs=2, verbose=0)
+        vectors.append((model.user_vectors, model.item_vectors))
+        norms = np.linalg.norm(vectors[-1][1], axis=1)
+        assert norms.max() <= 1 + 1e-6 and np.sum(norms > 1 - 1e-6) > 10  # censored rows
+    np.testing.assert_array_equal(vectors[0][0], vectors[1][0])
+    np.testing.assert_array_equal(vectors[0][1], vectors[1][1])
 
 
 def test_training_reports_loss_parts(synthetic):
