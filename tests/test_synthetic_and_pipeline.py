@@ -73,6 +73,13 @@ def test_pipeline_covers_every_pair_once_per_epoch_in_a_new_order():
     assert not np.array_equal(first, second)
     again = epoch_pairs(positive_pairs_dataset(data, batch_size=64, seed=9))
     assert np.array_equal(first, again)  # same seed, same first epoch
+    # One repeated iterator (what the models' fit reads) also gives whole passes, each new.
+    n = int(dataset.cardinality())
+    repeated = epoch_pairs(dataset.repeat().take(3 * n)).reshape(3, -1, 2)
+    for one_pass in repeated:
+        assert sorted(map(tuple, one_pass.tolist())) == expected
+    assert not np.array_equal(repeated[0], repeated[1])
+    assert not np.array_equal(repeated[1], repeated[2])
 
 
 def test_pipeline_batches_are_full_but_the_last():

@@ -7,7 +7,8 @@ from the permuted pair table by slicing (no per-element work), then prefetched.
 tf.data's autotuning is switched off: the pipeline is two cheap ops with nothing to tune, and
 its background thread made the teardown of an iterator stall for 0.2-0.3 s about every other
 time on a 2-core machine. Keras builds a new iterator every epoch, so with epochs of a few
-steps (citeulike-t at batch 8192: 11) that was a fifth of ``model.fit``'s time.
+steps (citeulike-t at batch 8192: 11) that was a fifth of ``model.fit``'s time. (The models'
+``fit`` now reads a finite dataset through one repeated iterator: :mod:`cml_tf.models.fitting`.)
 """
 
 import numpy as np

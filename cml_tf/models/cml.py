@@ -33,6 +33,7 @@ from cml_tf.layers.embedding import UnitBallEmbedding, censor
 from cml_tf.layers.feature_prior import FeaturePrior, SparseRows
 from cml_tf.layers.sampler import NegativeSampler
 from cml_tf.layers.warp import WarpHingeLoss
+from cml_tf.models.fitting import OneIteratorFit
 from cml_tf.models.ranking import (TopK, check_features, check_k, check_non_negative,
                                    check_positive, mask_themselves)
 from cml_tf.optimizers import SparseAdagrad
@@ -42,7 +43,7 @@ _LOGGED = ("loss", "metric_loss", "covariance_loss", "feature_loss", "impostor_f
 
 
 @tf.keras.utils.register_keras_serializable("cml_tf")
-class CML(TopK, tf.keras.Model):
+class CML(OneIteratorFit, TopK, tf.keras.Model):
     """CML / CML+F as a Keras model: ``model.fit(positive_pairs_dataset(train, batch))`` trains it.
 
     Args:

@@ -44,6 +44,7 @@ import tensorflow as tf
 from cml_tf.layers.retrieval import score_matrix, score_pairs
 from cml_tf.layers.sampler import NegativeSampler
 from cml_tf.layers.warp import warp_hinge
+from cml_tf.models.fitting import OneIteratorFit
 from cml_tf.models.ranking import TopK, check_k, check_positive, mask_themselves
 
 
@@ -71,7 +72,7 @@ class PairBatch:
     negative_scores: tf.Tensor  # [N, U]
 
 
-class RankingModel(TopK, tf.keras.Model):
+class RankingModel(OneIteratorFit, TopK, tf.keras.Model):
     """What every model of the zoo answers with, by ``metric``: ``score``, ``recommend``,
     ``similar_items`` and the ``user_vectors`` / ``item_vectors`` the export reads.
 

@@ -126,6 +126,32 @@ def test_sparse_adagrad_trains_exactly_like_keras_adagrad(synthetic):
     np.testing.assert_array_equal(vectors[0][1], vectors[1][1])
 
 
+def test_fit_runs_every_batch_of_a_finite_dataset_each_epoch(synthetic):
+    """fit reads a finite dataset through one repeated iterator (models/fitting.py); epochs
+    must still be whole passes, and input of unknown length goes to Keras as it is."""
+    class StepsPerEpoch(tf.keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.counts = []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.counts.append(0)
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.counts[-1] += 1
+
+    model = CML.from_interactions(synthetic, dim=8, use_features=False)
+    model.compile(optimizer=SparseAdagrad(0.1))
+    dataset = positive_pairs_dataset(synthetic, 512, seed=0)
+    steps = StepsPerEpoch()
+    history = model.fit(dataset, epochs=3, verbose=0, callbacks=[steps])
+    assert steps.counts == [int(dataset.cardinality())] * 3
+    assert history.history["loss"][2] < history.history["loss"][0]
+    unknown_length = dataset.filter(lambda users, items: tf.size(users) > 0)
+    assert int(unknown_length.cardinality()) < 0
+    model.fit(unknown_length, epochs=2, verbose=0, callbacks=[steps])
+    assert steps.counts == [int(dataset.cardinality())] * 2
+
+
 def test_training_reports_loss_parts(synthetic):
     model = CML.from_interactions(synthetic, dim=8, use_features=True)
     model.compile(optimizer=tf.keras.optimizers.Adagrad(0.1))
