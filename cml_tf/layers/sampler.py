@@ -164,7 +164,9 @@ class NegativeSampler(tf.keras.layers.Layer):
     def call(self, users, num_negatives: int):
         users = tf.reshape(users, [-1, 1])
         shape = tf.stack([tf.shape(users)[0], num_negatives])
-        drawn = self._uniform(shape + [0, self.spare_columns(num_negatives)])
+        columns = num_negatives + self.spare_columns(num_negatives)
+        drawn = tf.ensure_shape(self._uniform(shape + [0, columns - num_negatives]),
+                                [None, columns])
         ok = tf.logical_not(self.maybe_known(users, drawn))
         items, bad = _fill_from_spares(drawn[:, :num_negatives], ok[:, :num_negatives],
                                        drawn[:, num_negatives:], ok[:, num_negatives:])
@@ -189,13 +191,26 @@ def _fill_from_spares(head, head_ok, spares, spares_ok):
     """The k-th rejected draw of a row (``head_ok`` False) takes the row's k-th accepted spare.
 
     Returns ``(items, bad)``, ``bad`` marking the slots left without a spare. Counted with
-    exclusive cumulative sums and a [rows, U, E] match, so the shapes stay static for XLA.
+    exclusive running counts and a [rows, U, E] match, so the shapes stay static for XLA.
     """
-    wanted = tf.cumsum(tf.cast(tf.logical_not(head_ok), tf.int32), axis=1, exclusive=True)
-    offered = tf.cumsum(tf.cast(spares_ok, tf.int32), axis=1, exclusive=True)
+    wanted = _running_count(tf.logical_not(head_ok))
+    offered = _running_count(spares_ok)
     match = tf.logical_and(
         tf.logical_and(tf.logical_not(head_ok)[:, :, None], spares_ok[:, None, :]),
         tf.equal(wanted[:, :, None], offered[:, None, :]))  # at most one True per slot
     replacement = tf.reduce_sum(tf.where(match, spares[:, None, :], 0), axis=2)
     items = tf.where(head_ok, head, replacement)
     return items, tf.logical_not(tf.logical_or(head_ok, tf.reduce_any(match, axis=2)))
+
+
+def _running_count(flags):
+    """[rows, C] bool -> int32 count of True in each row before each column (static C).
+
+    C - 1 additions of columns, which XLA fuses into one loop; ``tf.cumsum`` lowers to a padded
+    reduce-window that took a millisecond on a 8,192 x 20 batch here.
+    """
+    flags = tf.cast(flags, tf.int32)
+    counts = [tf.zeros_like(flags[:, 0])]
+    for column in range(flags.shape[1] - 1):
+        counts.append(counts[-1] + flags[:, column])
+    return tf.stack(counts, axis=1)
