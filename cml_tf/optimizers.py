@@ -5,16 +5,17 @@ For a gradient g on the rows R of a table y, with accumulator a (Duchi et al., 2
     a_R <- a_R + g_R^2
     y_R <- P(y_R - lr * g_R / sqrt(a_R + eps))
 
+P is the identity, or a row-wise projection registered with :meth:`SparseAdagrad.project_rows`
+(CML keeps its rows in the unit ball this way), which then costs no extra pass over the rows.
+
 ``apply_gradients`` first sums the gradients of rows that occur more than once, so R holds each
 row once. Keras' ``Adagrad`` computes the same numbers with two scatter-adds and a gather; here it
 is two gathers and two scatter-updates, which copy rows instead of adding them in place and cost
 about a third as much on CPU: a batch of 8,192 CML pairs touches 24k rows. The sum over repeated
 rows is compiled with XLA, which on CPU takes half the time of TensorFlow's segment-sum kernel;
 its input is padded to one of a few sizes, so XLA compiles a handful of programs, not one per
-step when the number of touched rows varies (CML+F). P is the identity,
-or a row-wise projection registered with :meth:`SparseAdagrad.project_rows` (CML keeps its rows
-in the unit ball this way), which then costs no extra pass over the rows. Dense gradients get
-Keras' dense update, and P applies to every row.
+step, when the number of touched rows varies (CML+F). Dense gradients get Keras' dense update,
+and P then applies to every row.
 """
 
 import math
@@ -79,6 +80,6 @@ def _sum_repeated_rows(gradient: tf.IndexedSlices) -> tf.IndexedSlices:
     return tf.IndexedSlices(summed[:tf.size(rows)], rows, gradient.dense_shape)
 
 
-@tf.function(jit_compile=True)
+@tf.function(jit_compile=True, reduce_retracing=True)
 def _segment_sum(values, segments):
     return tf.math.unsorted_segment_sum(values, segments, tf.shape(values)[0])
