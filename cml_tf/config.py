@@ -49,7 +49,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.train = train = ml_collections.ConfigDict()
     train.epochs = 20
     train.batch_size = 4096
-    train.optimizer = "adagrad"  # any tf.keras.optimizers name; AdaGrad as in the paper
+    train.optimizer = "adagrad"  # any tf.keras.optimizers name; "adagrad" is SparseAdagrad
     train.learning_rate = 0.1
     train.eval_every = 5         # validation metrics every N epochs (and after the last)
     train.patience = 0           # early stopping after N evaluations without gain (0: off)
