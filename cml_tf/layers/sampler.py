@@ -163,16 +163,15 @@ class NegativeSampler(tf.keras.layers.Layer):
 
     def call(self, users, num_negatives: int):
         users = tf.reshape(users, [-1, 1])
-        shape = tf.stack([tf.shape(users)[0], num_negatives])
+        rows = tf.shape(users)[0]
         columns = num_negatives + self.spare_columns(num_negatives)
-        drawn = tf.ensure_shape(self._uniform(shape + [0, columns - num_negatives]),
-                                [None, columns])
+        drawn = tf.ensure_shape(self._uniform(tf.stack([rows, columns])), [None, columns])
         ok = tf.logical_not(self.maybe_known(users, drawn))
         items, bad = _fill_from_spares(drawn[:, :num_negatives], ok[:, :num_negatives],
                                        drawn[:, num_negatives:], ok[:, num_negatives:])
 
         def redraw(round_, items, bad):
-            items = tf.where(bad, self._uniform(shape), items)
+            items = tf.where(bad, self._uniform(tf.stack([rows, num_negatives])), items)
             return round_ + 1, items, tf.logical_and(bad, self.maybe_known(users, items))
 
         _, items, bad = tf.while_loop(
@@ -207,7 +206,7 @@ def _running_count(flags):
     """[rows, C] bool -> int32 count of True in each row before each column (static C).
 
     C - 1 additions of columns, which XLA fuses into one loop; ``tf.cumsum`` lowers to a padded
-    reduce-window that took a millisecond on a 8,192 x 20 batch here.
+    reduce-window that took a millisecond on an 8,192 x 20 batch here.
     """
     flags = tf.cast(flags, tf.int32)
     counts = [tf.zeros_like(flags[:, 0])]
