@@ -163,7 +163,7 @@ def _installed(module):
 def run_crosscheck(name, seeds):
     """Test Recall@50/100 of a library on the identical split, one run per seed."""
     from cml_tf.evaluation import evaluate  # pylint: disable=import-outside-toplevel
-    from cml_tf.train import load_data  # pylint: disable=import-outside-toplevel
+    from cml_tf.data.from_config import load_data  # pylint: disable=import-outside-toplevel
     from threadpoolctl import threadpool_limits  # pylint: disable=import-outside-toplevel
     module, fit = LIBRARIES[name]
     if not _installed(module):

@@ -34,9 +34,9 @@ PAPER_RECALL_50 = 0.2714
 
 
 def citeulike_split(config):
-    from cml_tf import train  # pylint: disable=import-outside-toplevel
+    from cml_tf.data.from_config import load_data  # pylint: disable=C0415
     config.data.data_dir = str(SHARED_DATA / "citeulike-t")
-    return train.load_data(config.data)
+    return load_data(config.data)
 
 
 def build(config, split, seed):

@@ -40,6 +40,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from cml_tf.data.from_config import load_data
 from cml_tf.serving import check, tune
 from cml_tf.serving.module import (FALLBACK, INDEXES, ServingModule, build_index, given,
                                    index_parameters)
@@ -242,12 +243,11 @@ def _summary(result: dict) -> dict:
 
 def restore_model(workdir, checkpoint: str = "auto"):
     """(model, split, config) of a training workdir: the config from ``config.json``, the data
-    through ``cml_tf.train.load_data``, the weights from ``checkpoints/best/weights``
+    through ``cml_tf.data.from_config.load_data``, the weights from ``checkpoints/best/weights``
     (``checkpoint="best"``), the last epoch checkpoint (``"latest"``), or the best when it
     exists and else the latest (``"auto"``, what the training command itself exports)."""
     import ml_collections  # pylint: disable=import-outside-toplevel
 
-    from cml_tf import train  # pylint: disable=import-outside-toplevel
     from cml_tf.models import build_model  # pylint: disable=import-outside-toplevel
 
     workdir = pathlib.Path(workdir)
@@ -255,7 +255,7 @@ def restore_model(workdir, checkpoint: str = "auto"):
     if not config_file.exists():
         raise FileNotFoundError(f"{config_file} not found: is {workdir} a training workdir?")
     config = ml_collections.ConfigDict(json.loads(config_file.read_text()))
-    split = train.load_data(config.data)
+    split = load_data(config.data)
     model = build_model(config.model, split.train, seed=config.seed,
                         jit_sampling=config.train.get("jit_sampling", True))
     best = workdir / "checkpoints" / "best" / "weights"

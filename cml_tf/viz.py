@@ -575,7 +575,7 @@ def _labelled_train(split, config):
     if train.item_features is not None or config is None or "data" not in config:
         return train
     try:
-        from cml_tf.train import load_data  # pylint: disable=import-outside-toplevel
+        from cml_tf.data.from_config import load_data  # pylint: disable=import-outside-toplevel
         data_config = config.data.copy_and_resolve_references()
         data_config.use_features = True
         labelled = load_data(data_config).train

@@ -6,8 +6,8 @@
         --export_dir=/models/cml --version=7 --overwrite
 
 Rebuilds the model from the workdir's ``config.json`` (data through
-``cml_tf.train.load_data``, the same split) and its checkpoints (``checkpoints/best/weights``
-when the run had validation, else the last epoch), then writes
+``cml_tf.data.from_config.load_data``, the same split) and its checkpoints
+(``checkpoints/best/weights`` when the run had validation, else the last epoch), then writes
 ``<export_dir>/<version>/`` (default ``<workdir>/saved_model/<next free version>``) through a
 temporary folder that is renamed into place only after every signature passed a smoke test.
 An existing version is refused unless ``--overwrite``. Prints the index report (recall against
