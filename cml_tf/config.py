@@ -39,6 +39,16 @@ def get_config() -> ml_collections.ConfigDict:
     # measurable effect (configs/citeulike_t.py says why), so experiments start from these.
     model.margin = 1.5           # m, on squared distances
     model.num_negatives = 20     # U
+    # Negative sampling (cml_tf/models/cml.py; benchmarks/results/cml_variants.md measured it):
+    # "uniform" (the paper's), "popularity" (U draws per pair from (n_k + 1)^beta, n_k = the
+    # item's training positives; the rank weight becomes an unbiased importance-weighted
+    # estimate) or "two_stage" (one pool of `candidates` popularity draws per batch, the
+    # hardest per pair; Tran et al., SIGIR 2019).
+    model.sampling = "uniform"
+    model.sampling_beta = 0.5    # beta of the popularity proposal (0 = uniform)
+    model.candidates = 0         # C, the two-stage pool size (two_stage needs >= 1; 0 = off)
+    model.lambda_item = 0.0      # weight of the item-centric term [m + d(i,j)^2 - d(j,k*)^2]_+
+                                 # (symmetric metric learning, Li et al., AAAI 2020; 0 = off)
     model.lambda_c = 0.0         # covariance regularizer weight
     model.lambda_f = 1.0         # feature prior weight (CML+F)
     model.hidden = 256           # feature MLP hidden width
@@ -51,6 +61,8 @@ def get_config() -> ml_collections.ConfigDict:
     train.batch_size = 4096
     train.optimizer = "adagrad"  # any tf.keras.optimizers name; "adagrad" is SparseAdagrad
     train.learning_rate = 0.1
+    train.lr_decay = 0.0         # in [0, 1): cosine decay over train.epochs to
+                                 # learning_rate * (1 - lr_decay) at the end (0 = constant)
     train.eval_every = 5         # validation metrics every N epochs (and after the last)
     train.patience = 0           # early stopping after N evaluations without gain (0: off)
     train.monitor = "recall@50"  # validation metric for early stopping and best weights
