@@ -24,10 +24,10 @@ Two ways to P, chosen by their cost (``solver="auto"``):
   items (citeulike-t: 7,947 users, 25,975 items).
 
 B is written into the model's weight a block of rows at a time, so the solve's peak memory is
-about 3 J^2 float32 for the direct path and J^2 + n J + 2 n^2 for Woodbury's (plus blocks). Above ``max_items``
-items the model refuses to be built and says how much it would need: B alone is J^2 float32
-(1.5 GiB at the default 20,000 items, 2.5 GiB for citeulike-t's 25,975), a checkpoint and the
-export each hold it again, and the direct solve at 20,000 items takes minutes on two CPU cores.
+about 3 J^2 float32 for the direct path and J^2 + n J + 2 n^2 for Woodbury's (plus blocks).
+Above ``max_items`` items the model refuses to be built and says how much it would need. The
+default, 20,000, keeps B at 1.5 GiB (citeulike-t's 25,975 items: 2.5 GiB); every checkpoint and
+the export hold it again, and a direct solve of that size takes minutes on two CPU cores.
 
 Keras interface (as WRMF): **one ``train_step`` = the solve**; the batch's content is ignored,
 the model holds X. With ``train_and_evaluate`` give EASE a ``train.batch_size`` of at least the
@@ -41,13 +41,11 @@ item vectors the columns of B, so ``u . v_j = (X_u B)_j`` is EASE's score. Item-
 scores ``mean_i B_ij``, the EASE score of that user up to a positive factor.
 """
 
-import numpy as np
-import scipy.sparse as sp
 import tensorflow as tf
 
 from cml_tf.layers.feature_prior import SparseRows
 from cml_tf.models.ranking import check_k, check_positive, mask_themselves
-from cml_tf.models.sampled import RankingModel
+from cml_tf.models.sampled import RankingModel, csr_rows, interaction_matrix
 
 SOLVERS = ("auto", "direct", "woodbury")
 DEFAULT_MAX_ITEMS = 20_000
@@ -163,12 +161,7 @@ class EASE(RankingModel):
         self.regularization, self.max_items = float(regularization), int(max_items)
         self.solver, self.seed, self.jit_sampling = solver, seed, bool(jit_sampling)
         if known_positives is not None:
-            known_positives = sp.csr_matrix(known_positives, dtype=np.float32)
-            if known_positives.shape != (n_users, n_items):
-                raise ValueError(f"known_positives has shape {known_positives.shape}, expected "
-                                 f"({n_users}, {n_items})")
-            known_positives.sum_duplicates()
-            known_positives.eliminate_zeros()
+            known_positives = interaction_matrix(known_positives, n_users, n_items)
             known_positives.data[:] = 1.0
             n_known = known_positives.nnz
         self.n_known = int(n_known)
@@ -273,12 +266,7 @@ class EASE(RankingModel):
         return tf.transpose(self.item_item)
 
     def known_items(self, users):
-        csr = self.user_items
-        users = tf.cast(tf.reshape(users, [-1]), tf.int64)
-        positions = tf.ragged.range(tf.gather(csr.indptr, users),
-                                    tf.gather(csr.indptr, users + 1))
-        return tf.RaggedTensor.from_row_splits(tf.gather(csr.indices, positions.flat_values),
-                                               positions.row_splits)
+        return csr_rows(self.user_items, users)
 
     def get_config(self):
         return {"n_users": self.n_users, "n_items": self.n_items,
