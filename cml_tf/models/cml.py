@@ -33,12 +33,15 @@ Negative sampling (``sampling``; :mod:`cml_tf.layers.sampler` for the draws):
   item's training positives; ``sampling_beta``), known positives redrawn as above. Popular items
   are the likelier impostors, so the draws find violations more often. The rank is estimated by
   importance weighting: the accepted draws of user i are i.i.d. from q(k) / (1 - Q_i) over the
-  items i does not know (Q_i = the proposal's mass on them), so
+  items i does not know (Q_i = sum of q over i's known positives, the mass the rejection
+  removes; stored per user), so
 
       rank = sum_{s impostor} (1 - Q_i) / (U q(k_s))
 
-  has expectation exactly the number of impostors among those items (uniform q gives J M / U up
-  to the factor 1 - n_i / J that the paper leaves out).
+  has expectation exactly the number of impostors among those items, whatever q is (q > 0
+  everywhere: the +1), and w = log(floor(rank) + 1) of that estimate as in the uniform case
+  (uniform q would give J M / U up to the factor 1 - n_i / J that the paper leaves out; the
+  uniform sampler keeps the paper's J M / U).
 * ``"two_stage"`` (Tran et al., SIGIR 2019): each step draws one pool of C = ``candidates``
   items from the same popularity proposal for the whole batch, scores every pair against all of
   them with one [N, r] x [r, C] product, masks each user's known positives in the pool (a masked
