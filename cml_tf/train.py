@@ -108,10 +108,13 @@ def check_config(config, split: Split):
 
 
 def train_and_evaluate(config, workdir: str, overwrite: bool = False,
-                       skip_test: bool = False) -> dict:
+                       skip_test: bool = False, callbacks=()) -> dict:
     """Trains and evaluates the configured model; returns the metrics written to metrics.json.
 
     ``skip_test``: leave the test set alone (hyperparameter sweeps look at validation only).
+    ``callbacks``: extra Keras callbacks, run after the validation pass: in ``on_epoch_end`` of
+    an epoch with a validation pass ``logs[f"val_{config.train.monitor}"]`` holds the validation
+    metric. They may set ``model.stop_training``; an exception they raise propagates unchanged.
     """
     workdir = prepare_workdir(workdir, config, overwrite)
     tf.keras.utils.set_random_seed(config.seed)
@@ -135,9 +138,11 @@ def train_and_evaluate(config, workdir: str, overwrite: bool = False,
     nan_guard = cbs.NanGuard()
     checkpoint = cbs.EpochCheckpoint(str(workdir / "checkpoints"), model, nan_guard)
     initial_epoch = checkpoint.restore()
-    callbacks = [nan_guard, checkpoint,
-                 tf.keras.callbacks.TensorBoard(str(workdir / "tensorboard"), write_graph=False,
-                                                profile_batch=0)]
+    # TensorBoard before the validation pass: it writes the epoch's training logs only, and
+    # the validation callback writes validation/<metric> itself (once per pass).
+    fit_callbacks = [nan_guard,
+                     tf.keras.callbacks.TensorBoard(str(workdir / "tensorboard"),
+                                                    write_graph=False, profile_batch=0)]
     validation = None
     if split.valid is not None:
         validation = cbs.ValidationRecall(
@@ -145,13 +150,14 @@ def train_and_evaluate(config, workdir: str, overwrite: bool = False,
             monitor=config.train.monitor, patience=config.train.patience,
             log_dir=str(workdir / "tensorboard" / "validation"),
             state_dir=str(workdir / "checkpoints"))
-        callbacks.insert(1, validation)
+        fit_callbacks.append(validation)
+    fit_callbacks += [*callbacks, checkpoint]
 
     logging.info("training %s for %d epochs (batch %d) into %s", type(model).__name__,
                  config.train.epochs, config.train.batch_size, workdir)
     train_start = time.time()
     history = model.fit(dataset, epochs=config.train.epochs, initial_epoch=initial_epoch,
-                        callbacks=callbacks, verbose=_verbosity(config.train.verbose))
+                        callbacks=fit_callbacks, verbose=_verbosity(config.train.verbose))
     train_seconds = time.time() - train_start
     if nan_guard.diverged_at is not None:
         epoch, step = nan_guard.diverged_at
