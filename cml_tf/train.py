@@ -94,6 +94,9 @@ def check_config(config, split: Split):
     for key in ("epochs", "batch_size", "eval_every"):
         if train[key] < 1:
             raise ValueError(f"train.{key} must be >= 1, got {train[key]}")
+    if train.valid_users < 0:
+        raise ValueError(f"train.valid_users must be >= 0 (0: every user), got "
+                         f"{train.valid_users}")
     if not (train.learning_rate > 0 and math.isfinite(train.learning_rate)):
         raise ValueError(f"train.learning_rate must be > 0, got {train.learning_rate}")
     ks = tuple(config.eval.ks)
@@ -143,13 +146,15 @@ def train_and_evaluate(config, workdir: str, overwrite: bool = False,
     fit_callbacks = [nan_guard,
                      tf.keras.callbacks.TensorBoard(str(workdir / "tensorboard"),
                                                     write_graph=False, profile_batch=0)]
-    validation = None
+    validation = valid_users = None
     if split.valid is not None:
+        valid_users = cbs.validation_users(split, config.train.valid_users,
+                                           seed=config.data.split_seed)
         validation = cbs.ValidationRecall(
             split, every=config.train.eval_every, ks=tuple(config.eval.ks),
             monitor=config.train.monitor, patience=config.train.patience,
             log_dir=str(workdir / "tensorboard" / "validation"),
-            state_dir=str(workdir / "checkpoints"))
+            state_dir=str(workdir / "checkpoints"), users=valid_users)
         fit_callbacks.append(validation)
     fit_callbacks += [*callbacks, checkpoint]
 
@@ -179,7 +184,8 @@ def train_and_evaluate(config, workdir: str, overwrite: bool = False,
     for part in ("valid",) if skip_test else ("valid", "test"):
         if getattr(split, part) is not None:
             eval_start = time.time()
-            metrics[part] = evaluate(model, split, part, tuple(config.eval.ks))
+            metrics[part] = evaluate(model, split, part, tuple(config.eval.ks),
+                                     users=valid_users if part == "valid" else None)
             metrics[f"{part}_eval_seconds"] = time.time() - eval_start
     for part in ("valid", "test"):
         if part in metrics:
