@@ -202,6 +202,12 @@ def parse_command_line(argv: Sequence[str]) -> Options:
     if len(unparsed) > 1:
         raise CommandLineError(f"unexpected arguments: {' '.join(unparsed[1:])} (flags are "
                                "written --name=value)")
+    if flag_values.workdir:
+        path = pathlib.Path(flag_values.workdir).expanduser()
+        existing = next(p for p in (path, *path.parents) if p.exists())
+        if not existing.is_dir():
+            raise CommandLineError(f"--workdir {flag_values.workdir}: {existing} is a file, "
+                                   "expected a folder")
     return Options(flag_values.config, flag_values.workdir, flag_values.overwrite)
 
 

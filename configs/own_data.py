@@ -31,14 +31,15 @@ the best, or the one whose reason does not depend on the data:
 * ``model.dim = 100``: r of every measurement here and of the paper.
 * ``train.optimizer = "adagrad"``, ``train.learning_rate = 0.1``, ``train.batch_size = 8192``:
   AdaGrad beat Adam (0.270 against 0.224 at lr 0.002); batch 32768 at lr 0.2 reached the same
-  recall (0.270) only in more epochs, although its steps are 17% faster (460k against 392k
-  pairs/s).
+  recall (0.270) only in more epochs, though it trains 17% more pairs per second (460k against
+  392k, ``throughput.md``).
 * ``train.epochs = 200``, ``train.eval_every = 5``, ``train.patience = 4``: how many epochs a
   data set needs is what is least known in advance. citeulike-t's best validation epochs were 40
-  to 70 across versions (``citeulike_t.md``) and still rising at 60 for two of three seeds
-  (``cml_tuning.md``); BPR peaked at epochs 80 to 130, and with L2 was still rising at 160
-  (``zoo_tuning.md``). Early stopping ends a run after 20 epochs without a better validation
-  Recall@50 and keeps the best weights, so the cap only bounds a run that keeps improving.
+  to 70 across versions (``citeulike_t.md``) and at 60 epochs still at their best for two of
+  three seeds (``configs/citeulike_t.py``); BPR peaked at epochs 80 to 130, and with L2 was
+  still rising at 160 (``zoo_tuning.md``). Early stopping ends a run after 20 epochs without a
+  better validation Recall@50 and keeps the best weights, so the cap only bounds a run that
+  keeps improving.
 * ``data.use_features = False``: item features of your own are not read by the command line;
   ``data.features_from`` joins a named data set's by item id (``cml_tf/config.py``).
 """

@@ -2,6 +2,7 @@
 training curves from a fit, a callback and a workdir; projector files TensorBoard accepts."""
 
 import json
+import logging
 import pathlib
 import types
 
@@ -368,6 +369,7 @@ def visuals_of_own_data(config_name, tmp_path, monkeypatch):
 @pytest.mark.parametrize("config_name", ["citeulike_t.py", "default.py", "own_data.py"])
 def test_own_data_pictures_never_touch_a_named_data_set(config_name, tmp_path, monkeypatch,
                                                          caplog):
+    caplog.set_level(logging.INFO)
     result, workdir, cache, _ = visuals_of_own_data(config_name, tmp_path, monkeypatch)
     assert list(cache.iterdir()) == []  # no download tried, no empty cache folder
     assert "error" not in result, result
