@@ -186,12 +186,13 @@ class CML(OneIteratorFit, TopK, tf.keras.Model):
         if not optimizer_censors:
             self._censor(users, touched_items)
 
-        n = tf.cast(tf.size(users), tf.float32)
-        # Per positive pair; the parts are weighted, so loss = metric + covariance + feature.
+        # Per positive pair; the parts are weighted, so loss = metric + covariance + feature. A
+        # replica can get no pairs (a last batch smaller than the replicas): its logs are 0.
+        n = tf.maximum(tf.cast(tf.size(users), tf.float32), 1.0)
         logs = {"loss": total / n, "metric_loss": metric_loss / n,
-                "impostor_fraction": tf.reduce_mean(
-                    tf.cast(impostors, tf.float32)) / self.num_negatives,
-                "rank_weight": tf.reduce_mean(weight)}
+                "impostor_fraction": tf.reduce_sum(
+                    tf.cast(impostors, tf.float32)) / n / self.num_negatives,
+                "rank_weight": tf.reduce_sum(weight) / n}
         if self.lambda_c:
             logs["covariance_loss"] = self.lambda_c * covariance_loss / n
         if self.prior is not None:
