@@ -298,3 +298,14 @@ def test_a_sharded_step_reads_and_writes_only_the_rows_it_touches():
     # Untouched rows: no step read-and-censored or updated the whole table or its slots.
     assert result["sentinel_norms"] == pytest.approx([2.0] * 3, abs=1e-6)
     assert result["sentinel_accumulators"] == pytest.approx([0.1])
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_every_task_and_exits_130(tmp_path):
+    with launched(tmp_path, "interrupted", workers=2) as run:
+        wait_for(lambda: len(run.tasks()) == 2, run)
+        run.process.send_signal(signal.SIGINT)
+        assert run.wait(timeout=60) == 130
+        assert "interrupted; stopping the cluster" in run.text()
+        assert_cluster_gone(run)
+    assert not (run.workdir / "metrics.json").exists()
