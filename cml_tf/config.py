@@ -52,6 +52,9 @@ def get_config() -> ml_collections.ConfigDict:
     train.optimizer = "adagrad"  # any tf.keras.optimizers name; "adagrad" is SparseAdagrad
     train.learning_rate = 0.1
     train.eval_every = 5         # validation metrics every N epochs (and after the last)
+    train.valid_users = 10_000   # validation (during training and the final "valid" metrics)
+                                 # scores a fixed sample of this many users, drawn with
+                                 # data.split_seed; 0 = every user. The test is always exact.
     train.patience = 0           # early stopping after N evaluations without gain (0: off)
     train.monitor = "recall@50"  # validation metric for early stopping and best weights
     train.jit_sampling = True    # XLA for the negative sampling (see CML)

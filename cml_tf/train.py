@@ -94,6 +94,9 @@ def check_config(config, split: Split):
     for key in ("epochs", "batch_size", "eval_every"):
         if train[key] < 1:
             raise ValueError(f"train.{key} must be >= 1, got {train[key]}")
+    if train.valid_users < 0:
+        raise ValueError(f"train.valid_users must be >= 0 (0: every user), got "
+                         f"{train.valid_users}")
     if not (train.learning_rate > 0 and math.isfinite(train.learning_rate)):
         raise ValueError(f"train.learning_rate must be > 0, got {train.learning_rate}")
     ks = tuple(config.eval.ks)
@@ -108,10 +111,13 @@ def check_config(config, split: Split):
 
 
 def train_and_evaluate(config, workdir: str, overwrite: bool = False,
-                       skip_test: bool = False) -> dict:
+                       skip_test: bool = False, callbacks=()) -> dict:
     """Trains and evaluates the configured model; returns the metrics written to metrics.json.
 
     ``skip_test``: leave the test set alone (hyperparameter sweeps look at validation only).
+    ``callbacks``: extra Keras callbacks, run after the validation pass: in ``on_epoch_end`` of
+    an epoch with a validation pass ``logs[f"val_{config.train.monitor}"]`` holds the validation
+    metric. They may set ``model.stop_training``; an exception they raise propagates unchanged.
     """
     distribution = distribute.from_config(config)  # first: it may configure the runtime
     if distribution.serves_only:  # a parameter-server cluster's worker or ps task
@@ -142,23 +148,28 @@ def train_and_evaluate(config, workdir: str, overwrite: bool = False,
     nan_guard = distribution.nan_guard()
     checkpoint = cbs.EpochCheckpoint(str(workdir / "checkpoints"), model, nan_guard)
     initial_epoch = checkpoint.restore()
-    callbacks = [nan_guard, checkpoint,
-                 tf.keras.callbacks.TensorBoard(str(workdir / "tensorboard"), write_graph=False,
-                                                profile_batch=0)]
-    validation = None
+    # TensorBoard before the validation pass: it writes the epoch's training logs only, and
+    # the validation callback writes validation/<metric> itself (once per pass).
+    fit_callbacks = [nan_guard,
+                     tf.keras.callbacks.TensorBoard(str(workdir / "tensorboard"),
+                                                    write_graph=False, profile_batch=0)]
+    validation = valid_users = None
     if split.valid is not None:
+        valid_users = cbs.validation_users(split, config.train.valid_users,
+                                           seed=config.data.split_seed)
         validation = cbs.ValidationRecall(
             split, every=config.train.eval_every, ks=tuple(config.eval.ks),
             monitor=config.train.monitor, patience=config.train.patience,
             log_dir=str(workdir / "tensorboard" / "validation"),
-            state_dir=str(workdir / "checkpoints"))
-        callbacks.insert(1, validation)
+            state_dir=str(workdir / "checkpoints"), users=valid_users)
+        fit_callbacks.append(validation)
+    fit_callbacks += [*callbacks, checkpoint]
 
     logging.info("training %s for %d epochs (batch %d) into %s", type(model).__name__,
                  config.train.epochs, config.train.batch_size, workdir)
     train_start = time.time()
     history = model.fit(dataset, epochs=config.train.epochs, initial_epoch=initial_epoch,
-                        steps_per_epoch=steps_per_epoch, callbacks=callbacks,
+                        steps_per_epoch=steps_per_epoch, callbacks=fit_callbacks,
                         verbose=distribution.verbosity(_verbosity(config.train.verbose)))
     train_seconds = time.time() - train_start
     if nan_guard.diverged_at is not None:
@@ -185,7 +196,8 @@ def train_and_evaluate(config, workdir: str, overwrite: bool = False,
     for part in ("valid",) if skip_test else ("valid", "test"):
         if getattr(split, part) is not None:
             eval_start = time.time()
-            metrics[part] = evaluate(model, split, part, tuple(config.eval.ks))
+            metrics[part] = evaluate(model, split, part, tuple(config.eval.ks),
+                                     users=valid_users if part == "valid" else None)
             metrics[f"{part}_eval_seconds"] = time.time() - eval_start
     for part in ("valid", "test"):
         if part in metrics:
