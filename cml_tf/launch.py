@@ -7,7 +7,7 @@ workers, worker 0 the chief (``multi_worker``); with ``--ps=M`` it is a chief (t
 N workers and M ps tasks (``parameter_server``). The chief's output is this command's output;
 the other tasks write theirs to ``--log_dir`` (one file each). When the chief ends, or another
 task fails, or on Ctrl-C, every task is stopped; the exit status is the chief's (1 when another
-task failed first, 130 on Ctrl-C).
+task failed while the chief still ran, 130 on Ctrl-C).
 
 A cluster manager (Kubernetes, Slurm, ...) does this job on real machines: it starts the same
 command on every host with that host's ``TF_CONFIG`` (README, "Scaling out"). TensorFlow has
@@ -87,17 +87,19 @@ class Cluster:
                  f"{self.processes[task].pid}{where}")
 
     def wait(self) -> int:
-        """Until the chief ends or another task fails; returns the exit status to give."""
+        """Until the chief ends or another task fails; returns the exit status to give: the
+        chief's, or 1 when another task failed while the chief still ran."""
         while True:
-            status = self.processes[self.chief].poll()
-            if status is not None:
-                return status if status >= 0 else 128 - status
-            for task, process in self.processes.items():
-                if task != self.chief and process.poll() not in (None, 0):
-                    _say(f"{task[0]} {task[1]} ended with status {process.returncode} before "
-                         f"the chief; stopping the cluster. Its last lines:\n"
-                         f"{_tail(self.logs[task])}")
-                    return 1
+            chief = self.processes[self.chief].poll()
+            failed = [(task, process.returncode) for task, process in self.processes.items()
+                      if task != self.chief and process.poll() not in (None, 0)]
+            for (task_type, index), status in failed:
+                _say(f"{task_type} {index} ended with status {status}; stopping the cluster. "
+                     f"Its last lines:\n{_tail(self.logs[(task_type, index)])}")
+            if chief is not None:
+                return chief if chief >= 0 else 128 - chief
+            if failed:
+                return 1
             time.sleep(0.2)
 
     def stop(self):
