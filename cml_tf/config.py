@@ -71,6 +71,16 @@ def get_config() -> ml_collections.ConfigDict:
 
     config.eval = ml_collections.ConfigDict(dict(ks=(10, 50, 100)))
 
+    # Training on several devices or machines (cml_tf/distribute.py, README "Scaling out"). The
+    # same command runs on every task of a cluster; the TF_CONFIG variable says which task it is.
+    config.distribute = distribute = ml_collections.ConfigDict()
+    distribute.strategy = "auto"  # "auto": parameter_server if TF_CONFIG has ps tasks, else
+                                  # multi_worker if it has several workers, else mirrored with
+                                  # several GPUs, else default (one device); or any of them by name
+    distribute.max_shards = 0     # parameter_server: shards per table at most (0: the ps tasks)
+    distribute.min_shard_bytes = 256 << 10  # parameter_server: a table gets one shard per this
+                                  # many bytes (rounded up), at most max_shards
+
     # Pictures of the metric space written into the workdir after training (cml_tf/viz.py):
     # item_map.png (the paper's Figure 5 for this run), training_curves.png, and the vectors for
     # TensorBoard's Embedding Projector in tensorboard/ (projector_config.pbtxt, projector/*.tsv).

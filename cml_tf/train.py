@@ -28,8 +28,8 @@ import tensorflow as tf
 from absl import logging
 
 from cml_tf import callbacks as cbs
+from cml_tf import distribute
 from cml_tf.data.from_config import load_data
-from cml_tf.data.pipeline import positive_pairs_dataset
 from cml_tf.data.split import Split
 from cml_tf.evaluation import evaluate
 from cml_tf.models import build_model
@@ -119,7 +119,10 @@ def train_and_evaluate(config, workdir: str, overwrite: bool = False,
     an epoch with a validation pass ``logs[f"val_{config.train.monitor}"]`` holds the validation
     metric. They may set ``model.stop_training``; an exception they raise propagates unchanged.
     """
-    workdir = prepare_workdir(workdir, config, overwrite)
+    distribution = distribute.from_config(config)  # first: it may configure the runtime
+    if distribution.serves_only:  # a parameter-server cluster's worker or ps task
+        distribute.serve(distribution.task)
+    workdir = prepare_workdir(distribution.task_workdir(workdir, overwrite), config, overwrite)
     tf.keras.utils.set_random_seed(config.seed)
     start = time.time()
     split = load_data(config.data)
@@ -127,18 +130,22 @@ def train_and_evaluate(config, workdir: str, overwrite: bool = False,
     check_config(config, split)
     load_seconds = time.time() - start
 
-    model = build_model(config.model, split.train, seed=config.seed,
-                        jit_sampling=config.train.jit_sampling)
-    if config.train.jit_compile:
-        blocker = getattr(model, "jit_compile_blocker", f"{type(model).__name__} is not tested "
-                                                        "with it")
-        if blocker:
-            raise ValueError(f"train.jit_compile: XLA cannot compile this model's whole train "
-                             f"step ({blocker}); train.jit_sampling compiles its sampling")
-    model.compile(optimizer=make_optimizer(config.train), jit_compile=config.train.jit_compile)
-    dataset = positive_pairs_dataset(split.train, config.train.batch_size, seed=config.seed)
+    with distribution.scope(table_rows=(split.train.n_users, split.train.n_items)):
+        model = build_model(config.model, split.train, seed=config.seed,
+                            jit_sampling=config.train.jit_sampling and not distribution.sharded)
+        if config.train.jit_compile:
+            blocker = getattr(model, "jit_compile_blocker", f"{type(model).__name__} is not "
+                                                            "tested with it")
+            if blocker:
+                raise ValueError(f"train.jit_compile: XLA cannot compile this model's whole "
+                                 f"train step ({blocker}); train.jit_sampling compiles its "
+                                 "sampling")
+        model.compile(optimizer=make_optimizer(config.train),
+                      jit_compile=config.train.jit_compile)
+    dataset, steps_per_epoch = distribution.fit_input(split.train, config.train.batch_size,
+                                                      config.seed)
 
-    nan_guard = cbs.NanGuard()
+    nan_guard = distribution.nan_guard()
     checkpoint = cbs.EpochCheckpoint(str(workdir / "checkpoints"), model, nan_guard)
     initial_epoch = checkpoint.restore()
     # TensorBoard before the validation pass: it writes the epoch's training logs only, and
@@ -162,7 +169,8 @@ def train_and_evaluate(config, workdir: str, overwrite: bool = False,
                  config.train.epochs, config.train.batch_size, workdir)
     train_start = time.time()
     history = model.fit(dataset, epochs=config.train.epochs, initial_epoch=initial_epoch,
-                        callbacks=fit_callbacks, verbose=_verbosity(config.train.verbose))
+                        steps_per_epoch=steps_per_epoch, callbacks=fit_callbacks,
+                        verbose=distribution.verbosity(_verbosity(config.train.verbose)))
     train_seconds = time.time() - train_start
     if nan_guard.diverged_at is not None:
         epoch, step = nan_guard.diverged_at
@@ -177,7 +185,11 @@ def train_and_evaluate(config, workdir: str, overwrite: bool = False,
                "train_seconds": train_seconds,
                "train_pairs_per_second": (split.train.n_interactions * epochs_run
                                           / max(train_seconds, 1e-9)),
-               "load_seconds": load_seconds}
+               "load_seconds": load_seconds,
+               "distribute": distribution.describe(model)}
+    if not distribution.is_chief:  # the chief alone evaluates, exports and writes the workdir
+        distribution.finish()
+        return metrics
     if validation is not None and validation.best_epoch is not None:
         metrics["best_epoch"] = validation.best_epoch
         metrics["validation_history"] = validation.history
