@@ -30,6 +30,7 @@ import dataclasses
 import hashlib
 import logging
 import lzma
+import math
 import os
 import pathlib
 import posixpath
@@ -206,11 +207,10 @@ class Limits:
 
 
 def _bytes(n: int) -> str:
-    for unit in ("bytes", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:,} bytes" if unit == "bytes" else f"{n:.1f} {unit}"
-        n /= 1024
-    raise AssertionError("unreachable")
+    if n < 1024:
+        return f"{n:,} bytes"
+    exponent = min(3, int(math.log(n, 1024)))
+    return f"{n / 1024 ** exponent:.1f} {('KiB', 'MiB', 'GiB')[exponent - 1]}"
 
 
 def safe_extract(archive: PathLike, folder: PathLike, limits: Limits = Limits()
