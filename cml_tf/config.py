@@ -27,6 +27,14 @@ def get_config() -> ml_collections.ConfigDict:
     data.user_col = "user"
     data.item_col = "item"
     data.features_from = ""      # with train_path: join this named set's item features by item id
+    # How the data is split into train/validation/test (paper section 4.2: per user 60/20/20,
+    # seeded by split_seed; users with < 5 interactions stay in train):
+    #   "auto":  a named or the synthetic set is split so; a train_path alone is split so too;
+    #            train_path with valid_path and/or test_path is used as given (not re-split);
+    #   "paper": split train_path (or the named set) so; no valid_path/test_path allowed;
+    #   "none":  no split: the files as given, a named set all train (nothing is evaluated
+    #            unless valid_path/test_path are given; a warning says so).
+    data.split = "auto"
     data.synthetic = ml_collections.ConfigDict(dict(
         n_users=3000, n_items=2000, n_clusters=20, mean_per_user=30.0, min_per_user=5,
         popularity_exponent=0.8, bridge_fraction=0.2, noise=0.1, with_features=True, seed=0))
