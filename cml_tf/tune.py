@@ -38,14 +38,12 @@ import pathlib
 import sys
 import tempfile
 
-import cml_tf
-from cml_tf.main import OwnInfoOnly, one_line, summary
-
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from cml_tf.main import DEFAULT_CONFIG, OwnInfoOnly, one_line, summary
+
 FLAGS = flags.FLAGS
-DEFAULT_CONFIG = str(pathlib.Path(cml_tf.__file__).with_name("config.py"))
 BUDGET_KEYS = ("budget_minutes", "trials", "log_trials")  # not part of a study's identity
 
 
