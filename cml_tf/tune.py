@@ -38,12 +38,11 @@ import pathlib
 import sys
 import tempfile
 
-from absl import app, flags, logging
-from ml_collections import config_flags
+from absl import flags, logging
 
-from cml_tf.main import DEFAULT_CONFIG, OwnInfoOnly, one_line, summary
+from cml_tf.main import (HELP_FLAGS, CommandLineError, help_text, one_line, parse_command_line,
+                         summary, use_absl_logging)
 
-FLAGS = flags.FLAGS
 BUDGET_KEYS = ("budget_minutes", "trials", "log_trials")  # not part of a study's identity
 
 
@@ -194,34 +193,55 @@ def _final_run(workdir, config, best, trainer):
 
 # ---- command line -------------------------------------------------------------------------
 
-def define_flags():
-    config_flags.DEFINE_config_file(
-        "config", DEFAULT_CONFIG, "Experiment config file (a .py file with get_config()); "
-        "override any key with --config.<key>=<value>, search ranges with "
-        "--config.tune.space.<model>.<section>.<key>='<spec>'.", lock_config=True)
-    flags.DEFINE_string("workdir", None, "Where the study goes (default: a new temporary "
-                        "folder); re-running the same command continues it.")
+USAGE = """\
+usage: python -m cml_tf.tune [--config=FILE] [--workdir=DIR] [--budget_minutes=N] [--trials=M]
+                             [--overwrite] [--config.<section>.<key>=VALUE ...]
+
+Searches config.tune.space.<model> for the best validation config.tune.metric (an Optuna study
+in DIR/study.db; the same command continues it), then trains the best config once in
+DIR/final/ (test metrics, saved_model/).
+
+flags:
+  --config=FILE       experiment config (default: {default})
+  --config.<section>.<key>=VALUE
+                      override one key, e.g. a search range:
+                      --config.tune.space.cml.model.margin='uniform 0.8 2.5'
+  --workdir=DIR       where the study goes (default: a new temporary folder)
+  --budget_minutes=N  wall clock of the whole study (default: config.tune.budget_minutes)
+  --trials=M          stop after this many finished trials (default: config.tune.trials)
+  --overwrite         replace the study in --workdir
+  --help              this text
+"""
+
+
+def _define_flags(flag_values):
     flags.DEFINE_float("budget_minutes", None, "Wall clock of the whole study (default: "
-                       "config.tune.budget_minutes).")
+                       "config.tune.budget_minutes).", flag_values=flag_values)
     flags.DEFINE_integer("trials", None, "Stop after this many finished trials (default: "
-                         "config.tune.trials; 0: the budget decides).")
-    flags.DEFINE_bool("overwrite", False, "Replace the study in --workdir.")
+                         "config.tune.trials; 0: the budget decides).", flag_values=flag_values)
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+def main(argv=None) -> int:
+    """Runs the command line ``argv`` (default ``sys.argv``); returns the exit status. Flags
+    and the config file are read as ``cml_tf.main`` reads them (one line for any mistake)."""
+    argv = list(sys.argv if argv is None else argv)
+    if any(argument in HELP_FLAGS for argument in argv[1:]):
+        print(help_text(argv, USAGE))
+        return 0
+    workdir = None
     try:
-        workdir = FLAGS.workdir or tempfile.mkdtemp(prefix="cml_tf_tune_")
+        options = parse_command_line(argv, _define_flags)
+        workdir = options.workdir or tempfile.mkdtemp(prefix="cml_tf_tune_")
         logging.info("workdir: %s", workdir)
-        result = tune(FLAGS.config, workdir, budget_minutes=FLAGS.budget_minutes,
-                      trials=FLAGS.trials, overwrite=FLAGS.overwrite)
+        result = tune(options.config, workdir, budget_minutes=options.flag_values.budget_minutes,
+                      trials=options.flag_values.trials, overwrite=options.overwrite)
     except KeyboardInterrupt:
-        print(f"interrupted: the same command continues the study in {workdir}",
-              file=sys.stderr)
+        if workdir:
+            print(f"interrupted: the same command continues the study in {workdir}",
+                  file=sys.stderr)
         return 130
     except Exception as error:  # pylint: disable=broad-except
-        if not isinstance(error, _user_errors()):
+        if not isinstance(error, (CommandLineError, *_user_errors())):
             raise
         print(f"error: {one_line(error)}", file=sys.stderr)
         return 1
@@ -258,14 +278,8 @@ def study_summary(result: dict) -> str:
 
 def run():
     """Console-script entry point (``cml-tf-tune``)."""
-    try:
-        define_flags()  # ml_collections applies --config.* overrides here
-    except (AttributeError, KeyError, TypeError, ValueError) as error:
-        kind = "unknown key " if isinstance(error, (AttributeError, KeyError)) else ""
-        sys.exit(f"error: bad --config override: {kind}{one_line(error)}")
-    logging.set_verbosity(logging.INFO)
-    logging.get_absl_handler().addFilter(OwnInfoOnly())
-    app.run(lambda argv: sys.exit(main(argv)))
+    use_absl_logging()
+    sys.exit(main())
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ before anything is written."""
 
 import importlib.util
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -120,6 +121,34 @@ def test_the_command_line_says_what_is_wrong_in_one_line(tmp_path):
     assert lines == ["error: tune.space.cml.model.margin: empty or inverted range in "
                      "'uniform 2.5 0.5' (LOW must be below HIGH)"], done.stderr[-2000:]
     assert "Traceback" not in done.stderr and not (tmp_path / "study").exists()
+
+
+@pytest.mark.parametrize("config_text, message", [
+    ("from cml_tf.config import get_config as base\n\ndef get_config():\n"
+     "    c = base()\n    c.tune.budget_minuts = 3\n    return c\n",
+     r"^error: config file \S+ sets the unknown key 'tune.budget_minuts' \(did you mean "
+     r"'tune.budget_minutes'\?\)"),
+    ("def get_config(:\n", r"^error: config file \S+, line 1: "),
+])
+def test_the_command_line_reads_a_config_file_as_cml_tf_main_does(config_text, message,
+                                                                     tmp_path, capsys):
+    from cml_tf import tune as tune_command  # pylint: disable=import-outside-toplevel
+
+    config_file = tmp_path / "tune_config.py"
+    config_file.write_text(config_text)
+    status = tune_command.main(["cml_tf.tune", f"--config={config_file}",
+                                f"--workdir={tmp_path / 'study'}"])
+    err = capsys.readouterr().err
+    assert status == 1 and len(err.strip().splitlines()) == 1, err
+    assert re.match(message, err) and not (tmp_path / "study").exists()
+
+
+def test_help_shows_the_tuner_flags_and_exits_0(capsys):
+    from cml_tf import tune as tune_command  # pylint: disable=import-outside-toplevel
+
+    assert tune_command.main(["cml_tf.tune", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "--budget_minutes" in out and "tune " in out
 
 
 def test_a_conditional_parameter_is_drawn_only_when_its_condition_holds():
