@@ -25,6 +25,9 @@ positive pairs (i, j) does, on device (paper section 3.5):
    size of the tables. Under a ``tf.distribute`` strategy the touched rows of all replicas are
    censored, so rows updated through another replica's gradients are censored too. With
    :class:`~cml_tf.optimizers.SparseAdagrad` the optimizer censors the rows as it writes them.
+   Under ``ParameterServerStrategy`` the tables are sharded over the ps tasks
+   (:mod:`cml_tf.distribute`): rows are read with :func:`~cml_tf.layers.embedding.lookup`, and
+   each shard's gradient, update and censoring touch only that shard's rows of the step.
 
 Negative sampling (``sampling``; :mod:`cml_tf.layers.sampler` for the draws):
 
@@ -62,7 +65,7 @@ import numpy as np
 import tensorflow as tf
 
 from cml_tf.layers.covariance import CovarianceRegularizer
-from cml_tf.layers.embedding import UnitBallEmbedding, censor
+from cml_tf.layers.embedding import UnitBallEmbedding, censor, lookup, shards
 from cml_tf.layers.feature_prior import FeaturePrior, SparseRows
 from cml_tf.layers.sampler import NegativeSampler
 from cml_tf.layers.warp import WarpHingeLoss
@@ -239,12 +242,13 @@ class CML(OneIteratorFit, TopK, tf.keras.Model):
         if not optimizer_censors:
             self._censor(users, touched_items)
 
-        n = tf.cast(tf.size(users), tf.float32)
-        # Per positive pair; the parts are weighted, so loss = metric + covariance + feature.
+        # Per positive pair; the parts are weighted, so loss = metric + covariance + feature. A
+        # replica can get no pairs (a last batch smaller than the replicas): its logs are 0.
+        n = tf.maximum(tf.cast(tf.size(users), tf.float32), 1.0)
         logs = {"loss": total / n, "metric_loss": metric_loss / n,
-                "impostor_fraction": tf.reduce_mean(
-                    tf.cast(impostors, tf.float32)) / tf.cast(width, tf.float32),
-                "rank_weight": tf.reduce_mean(weight)}
+                "impostor_fraction": tf.reduce_sum(
+                    tf.cast(impostors, tf.float32)) / n / tf.cast(width, tf.float32),
+                "rank_weight": tf.reduce_sum(weight) / n}
         if self.lambda_item:
             logs["item_loss"] = self.lambda_item * item_loss / n
         if self.lambda_c:
@@ -272,8 +276,8 @@ class CML(OneIteratorFit, TopK, tf.keras.Model):
 
     def _sample_per_pair(self, users):
         negatives, valid = self.sampler(users, self.num_negatives)
-        anchor = tf.gather(self.user_embedding.embeddings, users)
-        sampled = tf.gather(self.item_embedding.embeddings, negatives)
+        anchor = lookup(self.user_embedding.embeddings, users)
+        sampled = lookup(self.item_embedding.embeddings, negatives)
         distances = tf.reduce_sum(tf.square(anchor[:, None, :] - sampled), axis=-1)
         distances = tf.where(valid, distances, np.inf)
         hardest = tf.argmin(distances, axis=1, output_type=tf.int32)
@@ -286,8 +290,8 @@ class CML(OneIteratorFit, TopK, tf.keras.Model):
 
     def _sample_pool(self, users):
         pool = self.sampler.draw([self.candidates])
-        anchor = tf.gather(self.user_embedding.embeddings, users)
-        distances = squared_distances(anchor, tf.gather(self.item_embedding.embeddings, pool))
+        anchor = lookup(self.user_embedding.embeddings, users)
+        distances = squared_distances(anchor, lookup(self.item_embedding.embeddings, pool))
         valid = tf.logical_not(self.sampler.maybe_known(users[:, None], pool[None, :]))
         distances = tf.where(valid, distances, np.inf)
         hardest = tf.argmin(distances, axis=1, output_type=tf.int32)
@@ -302,7 +306,8 @@ class CML(OneIteratorFit, TopK, tf.keras.Model):
         if not isinstance(self.optimizer, SparseAdagrad):
             return False
         for table in (self.user_embedding, self.item_embedding):
-            self.optimizer.project_rows(table.embeddings, censor)
+            for shard in shards(table.embeddings):  # a sharded table's rows, shard by shard
+                self.optimizer.project_rows(shard, censor)
         return True
 
     def _censor(self, user_rows, item_rows):
@@ -328,7 +333,7 @@ class CML(OneIteratorFit, TopK, tf.keras.Model):
 
     def score(self, users):
         """-||u_b - v_j||^2 for every user b of ``users`` (indices) and every item j: [B, J]."""
-        u = tf.gather(self.user_embedding.embeddings, tf.reshape(users, [-1]))
+        u = lookup(self.user_embedding.embeddings, tf.reshape(users, [-1]))
         return -squared_distances(u, self.item_embedding.embeddings)
 
     def known_items(self, users):
@@ -339,7 +344,7 @@ class CML(OneIteratorFit, TopK, tf.keras.Model):
         """Nearest k items to each item of ``items`` (itself excluded): ``(scores, items)``."""
         check_k(k, self.n_items - 1)
         items = tf.reshape(items, [-1])
-        v = tf.gather(self.item_embedding.embeddings, items)
+        v = lookup(self.item_embedding.embeddings, items)
         scores = mask_themselves(-squared_distances(v, self.item_embedding.embeddings), items)
         return tf.math.top_k(scores, k)
 
