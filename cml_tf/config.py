@@ -141,6 +141,28 @@ def get_config() -> ml_collections.ConfigDict:
     return config
 
 
+def ease_config(regularization: float, max_items: int = 20_000) -> ml_collections.ConfigDict:
+    """The default config with EASE (cml_tf/models/ease.py) as the model: one training step is
+    the whole closed-form solve, so one epoch with every pair in one batch is the model (the
+    optimizer is unused), and the export serves it exactly. Config files of EASE start here and
+    set the data."""
+    config = get_config()
+    config.model = ml_collections.ConfigDict(dict(
+        name="ease",
+        regularization=float(regularization),  # lambda
+        max_items=int(max_items),  # refuse larger catalogues (B is n_items^2 float32)
+        solver="auto",             # "direct" (J^3) or "woodbury" (users^3), whichever is cheaper
+    ))
+    config.train.epochs = 1             # the closed-form solve
+    config.train.batch_size = 1 << 30   # every pair in one batch: one step
+    config.train.eval_every = 1
+    config.train.patience = 0
+    config.export.index = "brute_force"  # EASE's vectors have one coordinate per item
+    config.export.recall_target = 0.0   # exact: nothing to tune
+    config.viz.enabled = False          # no 2-D map or projector of item-dimensional vectors
+    return config
+
+
 def tune_config() -> ml_collections.ConfigDict:
     """``config.tune``: what ``python -m cml_tf.tune`` searches (cml_tf/tune.py; README "Tune on
     your data"). The training command ignores this section."""

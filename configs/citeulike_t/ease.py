@@ -16,25 +16,12 @@ than MovieLens (10 positives per user in training), citeulike-t wants less shrin
 The export serves it exactly (brute force).
 """
 
-import ml_collections
-
-from cml_tf.config import get_config as base_config
+from cml_tf.config import ease_config
 
 
-def get_config() -> ml_collections.ConfigDict:
-    config = base_config()
+def get_config():
+    # citeulike-t has 25,975 items: max_items is raised above the default 20,000 on purpose
+    # (the memory it takes is above).
+    config = ease_config(regularization=100.0, max_items=26_000)
     config.data.name = "citeulike-t"
-    config.model = ml_collections.ConfigDict(dict(
-        name="ease",
-        regularization=100.0,  # lambda
-        max_items=26_000,      # citeulike-t has 25,975 items (see above for the memory)
-        solver="auto",         # "direct" (J^3) or "woodbury" (users^3), whichever is cheaper
-    ))
-    config.train.epochs = 1             # the closed-form solve
-    config.train.batch_size = 1 << 30   # every pair in one batch: one step
-    config.train.eval_every = 1
-    config.train.patience = 0
-    config.export.index = "brute_force"
-    config.export.recall_target = 0.0   # exact: nothing to tune
-    config.viz.enabled = False          # no 2-D map or projector of item-dimensional vectors
     return config

@@ -14,26 +14,11 @@ The export serves it exactly (brute force: EASE's vectors have one coordinate pe
 approximate index does not compress well).
 """
 
-import ml_collections
-
-from cml_tf.config import get_config as base_config
+from cml_tf.config import ease_config
 
 
-def get_config() -> ml_collections.ConfigDict:
-    config = base_config()
+def get_config():
+    config = ease_config(regularization=500.0)
     config.data.name = "movielens-1m"
     config.data.data_dir = ""  # default: $CML_TF_DATA/movielens-1m or ~/.cache/cml_tf/movielens-1m
-    config.model = ml_collections.ConfigDict(dict(
-        name="ease",
-        regularization=500.0,  # lambda
-        max_items=20_000,      # refuse larger catalogues (B is n_items^2 float32)
-        solver="auto",         # "direct" (J^3) or "woodbury" (users^3), whichever is cheaper
-    ))
-    config.train.epochs = 1             # the closed-form solve
-    config.train.batch_size = 1 << 30   # every pair in one batch: one step
-    config.train.eval_every = 1
-    config.train.patience = 0
-    config.export.index = "brute_force"
-    config.export.recall_target = 0.0   # exact: nothing to tune
-    config.viz.enabled = False          # no 2-D map or projector of item-dimensional vectors
     return config
