@@ -114,6 +114,7 @@ def check_config(config, split: Split):
                          f"{train.valid_users}")
     if not (train.learning_rate > 0 and math.isfinite(train.learning_rate)):
         raise ValueError(f"train.learning_rate must be > 0, got {train.learning_rate}")
+    learning_rate(train)  # train.lr_decay outside [0, 1) is refused here, before training
     ks = tuple(config.eval.ks)
     if not ks or min(ks) < 1:
         raise ValueError(f"eval.ks must be positive, got {ks}")
