@@ -69,6 +69,7 @@ def summary(metrics: dict, workdir: str) -> str:
     if figures:
         lines.append(f"  {part}: " + ", ".join(f"{k} {figures[k]:.4f}" for k in (
             "recall@10", "recall@50", "recall@100", "ndcg@50") if k in figures))
+    lines += [f"  WARNING: {warning}" for warning in metrics.get("warnings", ())]
     lines.append(f"  outputs in {workdir}:")
     for path in sorted(pathlib.Path(workdir).iterdir()):
         lines.append(f"    {path.name}{'/' if path.is_dir() else ''}")

@@ -46,7 +46,7 @@ def test_validation_callback_scores_the_sample_and_says_so(split, caplog):
     validation.set_model(model)
     validation.set_params({"epochs": 1})
     logs = {}
-    with caplog.at_level(logging.INFO):
+    with caplog.at_level(logging.INFO, logger="absl"):
         validation.on_epoch_end(0, logs)
     heldout, unseen, exclude = split.heldout("valid")
     expected = ranking_metrics(model.score, heldout.matrix, exclude=exclude, unseen=unseen,
