@@ -27,6 +27,14 @@ def get_config() -> ml_collections.ConfigDict:
     data.user_col = "user"
     data.item_col = "item"
     data.features_from = ""      # with train_path: join this named set's item features by item id
+    # How the data is split into train/validation/test (paper section 4.2: per user 60/20/20,
+    # seeded by split_seed; users with < 5 interactions stay in train):
+    #   "auto":  a named or the synthetic set is split so; a train_path alone is split so too;
+    #            train_path with valid_path and/or test_path is used as given (not re-split);
+    #   "paper": split train_path (or the named set) so; no valid_path/test_path allowed;
+    #   "none":  no split: the files as given, a named set all train (nothing is evaluated
+    #            unless valid_path/test_path are given; a warning says so).
+    data.split = "auto"
     data.synthetic = ml_collections.ConfigDict(dict(
         n_users=3000, n_items=2000, n_clusters=20, mean_per_user=30.0, min_per_user=5,
         popularity_exponent=0.8, bridge_fraction=0.2, noise=0.1, with_features=True, seed=0))
@@ -62,6 +70,16 @@ def get_config() -> ml_collections.ConfigDict:
     train.verbose = 1            # Keras progress: 0 silent, 1 bar, 2 a line per epoch
 
     config.eval = ml_collections.ConfigDict(dict(ks=(10, 50, 100)))
+
+    # Training on several devices or machines (cml_tf/distribute.py, README "Scaling out"). The
+    # same command runs on every task of a cluster; the TF_CONFIG variable says which task it is.
+    config.distribute = distribute = ml_collections.ConfigDict()
+    distribute.strategy = "auto"  # "auto": parameter_server if TF_CONFIG has ps tasks, else
+                                  # multi_worker if it has several workers, else mirrored with
+                                  # several GPUs, else default (one device); or any of them by name
+    distribute.max_shards = 0     # parameter_server: shards per table at most (0: the ps tasks)
+    distribute.min_shard_bytes = 256 << 10  # parameter_server: a table gets one shard per this
+                                  # many bytes (rounded up), at most max_shards
 
     # Pictures of the metric space written into the workdir after training (cml_tf/viz.py):
     # item_map.png (the paper's Figure 5 for this run), training_curves.png, and the vectors for

@@ -30,9 +30,9 @@ import tensorflow as tf
 from absl import logging
 
 from cml_tf import callbacks as cbs
+from cml_tf import distribute
 from cml_tf import workdir as workdir_lib
 from cml_tf.data.from_config import load_data
-from cml_tf.data.pipeline import batches_per_epoch, positive_pairs_dataset
 from cml_tf.data.split import Split
 from cml_tf.evaluation import evaluate
 from cml_tf.metrics import ranking_metrics
@@ -81,10 +81,6 @@ def check_config(config, split: Split = None):
         ks = tuple(config.eval.ks)
         if not ks or min(ks) < 1:
             raise ValueError(f"eval.ks must be positive, got {ks}")
-        try:
-            cbs.check_monitor(train.monitor, ks)
-        except ValueError as error:
-            raise ValueError(f"train.{error}") from None
         if config.export.enabled:
             _check_export_settings(config.export)
         return
@@ -92,6 +88,10 @@ def check_config(config, split: Split = None):
     if max(ks) > split.train.n_items:
         raise ValueError(f"eval.ks asks for K={max(ks)} but there are only "
                          f"{split.train.n_items} items")
+    try:
+        cbs.check_monitor(train.monitor, ks)
+    except ValueError as error:
+        raise ValueError(f"train.{error}") from None
     if config.export.enabled:
         if config.export.k > split.train.n_items:
             raise ValueError(f"export.k={config.export.k} is larger than the number of items "
@@ -119,16 +119,20 @@ def _check_export_settings(export):
             raise ValueError(f"export.{key} must be >= 0, got {export[key]}")
 
 
-def build_and_compile(config, split: Split):
-    model = build_model(config.model, split.train, seed=config.seed,
-                        jit_sampling=config.train.jit_sampling)
-    if config.train.jit_compile:
-        blocker = getattr(model, "jit_compile_blocker", f"{type(model).__name__} is not tested "
-                                                        "with it")
-        if blocker:
-            raise ValueError(f"train.jit_compile: XLA cannot compile this model's whole train "
-                             f"step ({blocker}); train.jit_sampling compiles its sampling")
-    model.compile(optimizer=make_optimizer(config.train), jit_compile=config.train.jit_compile)
+def build_and_compile(config, split: Split, distribution):
+    """The model and its optimizer, built in the strategy's scope."""
+    with distribution.scope(table_rows=(split.train.n_users, split.train.n_items)):
+        model = build_model(config.model, split.train, seed=config.seed,
+                            jit_sampling=config.train.jit_sampling and not distribution.sharded)
+        if config.train.jit_compile:
+            blocker = getattr(model, "jit_compile_blocker", f"{type(model).__name__} is not "
+                                                            "tested with it")
+            if blocker:
+                raise ValueError(f"train.jit_compile: XLA cannot compile this model's whole "
+                                 f"train step ({blocker}); train.jit_sampling compiles its "
+                                 "sampling")
+        model.compile(optimizer=make_optimizer(config.train),
+                      jit_compile=config.train.jit_compile)
     return model
 
 
@@ -150,19 +154,23 @@ def train_and_evaluate(config, workdir: str, overwrite: bool = False,
     an epoch with a validation pass ``logs[f"val_{config.train.monitor}"]`` holds the validation
     metric. They may set ``model.stop_training``; an exception they raise propagates unchanged.
     """
+    distribution = distribute.from_config(config)  # first: it may configure the runtime
+    if distribution.serves_only:  # a parameter-server cluster's worker or ps task
+        distribute.serve(distribution.task)
     check_config(config)
     tf.keras.utils.set_random_seed(config.seed)
     start = time.time()
     split = load_data(config.data)
     logging.info("data: %s", split)
     check_config(config, split)
-    model = build_and_compile(config, split)
+    model = build_and_compile(config, split, distribution)
     load_seconds = time.time() - start
 
-    run = workdir_lib.prepare(workdir, config.to_json_best_effort(sort_keys=True, indent=2),
-                              overwrite)
+    run = workdir_lib.prepare(distribution.task_workdir(workdir, overwrite),
+                              config.to_json_best_effort(sort_keys=True, indent=2), overwrite)
     try:
-        return _train_and_evaluate(config, split, model, run, skip_test, callbacks, load_seconds)
+        return _train_and_evaluate(config, split, model, distribution, run, skip_test,
+                                   callbacks, load_seconds)
     except BaseException:
         try:
             run.failed()  # nothing happens once the run has its first checkpoint
@@ -171,9 +179,10 @@ def train_and_evaluate(config, workdir: str, overwrite: bool = False,
         raise
 
 
-def _train_and_evaluate(config, split, model, run, skip_test, callbacks, load_seconds):
+def _train_and_evaluate(config, split, model, distribution, run, skip_test, callbacks,
+                        load_seconds):
     workdir = run.path
-    timer, nan_guard = cbs.EpochTimer(), cbs.NanGuard()
+    timer, nan_guard = cbs.EpochTimer(), distribution.nan_guard()
     # TensorBoard before the validation pass: it writes the epoch's training logs only, and
     # the validation callback writes validation/<metric> itself (once per pass).
     fit_callbacks = [timer, nan_guard,
@@ -203,12 +212,12 @@ def _train_and_evaluate(config, split, model, run, skip_test, callbacks, load_se
 
     logging.info("training %s for %d epochs (batch %d) into %s", type(model).__name__,
                  config.train.epochs, config.train.batch_size, workdir)
-    dataset = positive_pairs_dataset(split.train, config.train.batch_size, seed=config.seed,
-                                     first_epoch=initial_epoch)
+    dataset, steps_per_epoch = distribution.fit_input(
+        split.train, config.train.batch_size, config.seed, first_epoch=initial_epoch)
     fit_start = time.time()
     history = model.fit(dataset, epochs=epochs, initial_epoch=initial_epoch,
-                        steps_per_epoch=batches_per_epoch(split.train, config.train.batch_size),
-                        callbacks=fit_callbacks, verbose=_verbosity(config.train.verbose))
+                        steps_per_epoch=steps_per_epoch, callbacks=fit_callbacks,
+                        verbose=distribution.verbosity(_verbosity(config.train.verbose)))
     fit_seconds = time.time() - fit_start
     if nan_guard.diverged_at is not None:
         epoch, step = nan_guard.diverged_at
@@ -227,7 +236,11 @@ def _train_and_evaluate(config, split, model, run, skip_test, callbacks, load_se
                "epoch_seconds": list(timer.seconds),
                "valid_eval_seconds": list(validation.seconds) if validation else [],
                "fit_seconds": fit_seconds,
-               "load_seconds": load_seconds}
+               "load_seconds": load_seconds,
+               "distribute": distribution.describe(model)}
+    if not distribution.is_chief:  # the chief alone evaluates, exports and writes the workdir
+        distribution.finish()
+        return metrics
     if validation is not None and validation.best_epoch is not None:
         metrics["best_epoch"] = validation.best_epoch
         metrics["validation_history"] = validation.history
