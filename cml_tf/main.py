@@ -74,6 +74,7 @@ class Options:
     config: ConfigDict
     workdir: Optional[str]
     overwrite: bool
+    flag_values: Optional[flags.FlagValues] = None  # every parsed flag, a command's own too
 
 
 # ---- the config file ------------------------------------------------------------------------
@@ -178,8 +179,12 @@ def _split_config_flag(argv: Sequence[str]):
     return spec, rest
 
 
-def parse_command_line(argv: Sequence[str]) -> Options:
-    """The options of a command line (``argv[0]`` is the program); CommandLineError if bad."""
+def parse_command_line(argv: Sequence[str], define_flags=None) -> Options:
+    """The options of a command line (``argv[0]`` is the program); CommandLineError if bad.
+
+    ``define_flags(flag_values)`` defines a command's own flags beside --config, --workdir and
+    --overwrite (``cml_tf.tune`` adds its budget); they are in ``Options.flag_values``.
+    """
     spec, rest = _split_config_flag(list(argv))
     config = load_config_file(DEFAULT_CONFIG if spec is None else spec)
     for argument in rest[1:]:
@@ -190,6 +195,8 @@ def parse_command_line(argv: Sequence[str]) -> Options:
                         flag_values=flag_values)
     flags.DEFINE_bool("overwrite", False, "Replace a finished run in --workdir.",
                       flag_values=flag_values)
+    if define_flags is not None:
+        define_flags(flag_values)
     try:
         config_flags.DEFINE_config_dict(
             "config", config, "Experiment config; override any key with "
@@ -208,17 +215,18 @@ def parse_command_line(argv: Sequence[str]) -> Options:
         if not existing.is_dir():
             raise CommandLineError(f"--workdir {flag_values.workdir}: {existing} is a file, "
                                    "expected a folder")
-    return Options(flag_values.config, flag_values.workdir, flag_values.overwrite)
+    return Options(flag_values.config, flag_values.workdir, flag_values.overwrite,
+                   flag_values)
 
 
-def help_text(argv: Sequence[str]) -> str:
-    """Usage, flags, and the top-level sections of the config (with their keys)."""
+def help_text(argv: Sequence[str], usage: str = USAGE) -> str:
+    """``usage``, and the top-level sections of the config (with their keys)."""
     spec, _ = _split_config_flag(list(argv))
     try:
         config = load_config_file(spec or DEFAULT_CONFIG)
     except CommandLineError:
         spec, config = None, load_config_file(DEFAULT_CONFIG)
-    lines = [USAGE.format(default=DEFAULT_CONFIG),
+    lines = [usage.format(default=DEFAULT_CONFIG),
              f"config sections of {spec or 'the default config'} (what each key means: "
              f"cml_tf/config.py, {DEFAULT_CONFIG}):"]
     for section, value in config.items():
