@@ -18,6 +18,7 @@ into ``workdir``:
                      pictures of the item space and the curves (when config.viz.enabled)
 """
 
+import copy
 import json
 import math
 import os
@@ -32,7 +33,7 @@ from absl import logging
 from cml_tf import callbacks as cbs
 from cml_tf import distribute
 from cml_tf import workdir as workdir_lib
-from cml_tf.data.from_config import load_data
+from cml_tf.data.from_config import absolute_paths, load_data
 from cml_tf.data.split import Split
 from cml_tf.evaluation import evaluate
 from cml_tf.metrics import ranking_metrics
@@ -79,8 +80,10 @@ def check_config(config, split: Split = None):
             raise ValueError(f"train.learning_rate must be > 0, got {train.learning_rate}")
         make_optimizer(train)
         ks = tuple(config.eval.ks)
-        if not ks or min(ks) < 1:
-            raise ValueError(f"eval.ks must be positive, got {ks}")
+        if not ks or not all(isinstance(k, int) and not isinstance(k, bool) and k >= 1
+                             for k in ks):
+            raise ValueError(f"eval.ks must be whole numbers >= 1, as in "
+                             f"--config.eval.ks='(10,50,100)'; got {config.eval.ks!r}")
         if config.export.enabled:
             _check_export_settings(config.export)
         return
@@ -153,7 +156,12 @@ def train_and_evaluate(config, workdir: str, overwrite: bool = False,
     ``callbacks``: extra Keras callbacks, run after the validation pass: in ``on_epoch_end`` of
     an epoch with a validation pass ``logs[f"val_{config.train.monitor}"]`` holds the validation
     metric. They may set ``model.stop_training``; an exception they raise propagates unchanged.
+
+    Relative data paths are read from the current folder and recorded absolute in config.json
+    (the caller's ``config`` is left as it is).
     """
+    config = copy.deepcopy(config)
+    absolute_paths(config.data)
     distribution = distribute.from_config(config)  # first: it may configure the runtime
     if distribution.serves_only:  # a parameter-server cluster's worker or ps task
         distribute.serve(distribution.task)

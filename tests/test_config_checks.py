@@ -1,6 +1,8 @@
 """Everything that can be checked is checked before the workdir is touched or a step is trained
 (issue 15.9)."""
 
+import json
+
 import pytest
 
 from cml_tf import train
@@ -41,3 +43,19 @@ def test_ids_the_export_cannot_store_are_refused_before_training(tmp_path):
     with pytest.raises(ValueError, match="line breaks"):
         train.train_and_evaluate(config, str(tmp_path / "run"))
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_the_python_api_records_relative_data_paths_absolute(tmp_path, monkeypatch):
+    lines = ["user,item"] + [f"u{u},i{(u * 7 + j) % 30}" for u in range(40) for j in range(6)]
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "train.csv").write_text("\n".join(lines) + "\n")
+    monkeypatch.chdir(tmp_path)
+    config = tiny_config(epochs=1)
+    config.eval.ks = (10,)
+    config.train.monitor = "recall@10"
+    config.data.update(train_path="data/train.csv", split="auto")
+    train.train_and_evaluate(config, "run")
+    recorded = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert recorded["data"]["train_path"] == str(tmp_path / "data" / "train.csv")
+    assert config.data.train_path == "data/train.csv"  # the caller's config is left alone
