@@ -47,6 +47,24 @@ def get_config() -> ml_collections.ConfigDict:
     # measurable effect (configs/citeulike_t.py says why), so experiments start from these.
     model.margin = 1.5           # m, on squared distances
     model.num_negatives = 20     # U
+    # Negative sampling (cml_tf/models/cml.py): "uniform" (the paper's), "popularity" (U draws
+    # per pair from (n_k + 1)^beta, n_k = the item's training positives; the rank weight becomes
+    # an unbiased importance-weighted estimate) or "two_stage" (one pool of `candidates`
+    # popularity draws per batch, the hardest per pair; Tran et al., SIGIR 2019).
+    # Evidence (benchmarks/results/cml_variants.md, validation Recall@50 on citeulike-t,
+    # movielens-1m-part and the synthetic default): uniform stays the default. Popularity lost
+    # on all three at every beta (0.25: -0.007 to -0.011; 1: -0.05 to -0.25) and two-stage at
+    # every pool size and beta tried (64 and 256 draws, beta 0 and 0.5: -0.03 to -0.32).
+    model.sampling = "uniform"
+    model.sampling_beta = 0.5    # beta of the popularity proposal (0 = uniform)
+    model.candidates = 0         # C, the two-stage pool size (two_stage needs >= 1; 0 = off)
+    # Weight of the item-centric term [m + d(i,j)^2 - d(j,k*)^2]_+ (symmetric metric learning,
+    # Li et al., AAAI 2020; 0 = off). 0.1 with train.lr_decay = 0.9 (the defaults) against
+    # neither, model seeds 0 / 1: citeulike-t +0.000 / +0.001 (its seed-to-seed spread is
+    # 0.002), movielens-1m-part +0.007 / +0.010, synthetic +0.013 / +0.004; never a loss. Alone
+    # at seed 0 it gained +0.002 / +0.007 / +0.007 (same order); 0.3 about as much, 1 lost on
+    # citeulike-t and movielens-1m-part.
+    model.lambda_item = 0.1
     model.lambda_c = 0.0         # covariance regularizer weight
     model.lambda_f = 1.0         # feature prior weight (CML+F)
     model.hidden = 256           # feature MLP hidden width
@@ -59,6 +77,11 @@ def get_config() -> ml_collections.ConfigDict:
     train.batch_size = 4096
     train.optimizer = "adagrad"  # any tf.keras.optimizers name; "adagrad" is SparseAdagrad
     train.learning_rate = 0.1
+    # In [0, 1): cosine decay over train.epochs to learning_rate * (1 - lr_decay) at the end
+    # (0 = constant). 0.9 gained on all three validation sets at seed 0 (+0.004 / +0.001 /
+    # +0.009), and with model.lambda_item as above (cml_variants.md). The zoo configs keep 0:
+    # they were tuned with a constant rate and the decay was measured for CML only.
+    train.lr_decay = 0.9
     train.eval_every = 5         # validation metrics every N epochs (and after the last)
     train.valid_users = 10_000   # validation (during training and the final "valid" metrics)
                                  # scores a fixed sample of this many users, drawn with
@@ -120,6 +143,28 @@ def get_config() -> ml_collections.ConfigDict:
     return config
 
 
+def ease_config(regularization: float, max_items: int = 20_000) -> ml_collections.ConfigDict:
+    """The default config with EASE (cml_tf/models/ease.py) as the model: one training step is
+    the whole closed-form solve, so one epoch with every pair in one batch is the model (the
+    optimizer is unused), and the export serves it exactly. Config files of EASE start here and
+    set the data."""
+    config = get_config()
+    config.model = ml_collections.ConfigDict(dict(
+        name="ease",
+        regularization=float(regularization),  # lambda
+        max_items=int(max_items),  # refuse larger catalogues (B is n_items^2 float32)
+        solver="auto",             # "direct" (J^3) or "woodbury" (users^3), whichever is cheaper
+    ))
+    config.train.epochs = 1             # the closed-form solve
+    config.train.batch_size = 1 << 30   # every pair in one batch: one step
+    config.train.eval_every = 1
+    config.train.patience = 0
+    config.export.index = "brute_force"  # EASE's vectors have one coordinate per item
+    config.export.recall_target = 0.0   # exact: nothing to tune
+    config.viz.enabled = False          # no 2-D map or projector of item-dimensional vectors
+    return config
+
+
 def tune_config() -> ml_collections.ConfigDict:
     """``config.tune``: what ``python -m cml_tf.tune`` searches (cml_tf/tune.py; README "Tune on
     your data"). The training command ignores this section."""
@@ -154,12 +199,18 @@ def tune_config() -> ml_collections.ConfigDict:
             num_negatives="logint 5 80",
             # r: capacity against cost (linear) and overfitting; the paper uses 100
             dim="choice 32 64 100 128 200",
-            # the negative proposal (w4-cml; not searched until it lands): uniform, item
-            # popularity^beta, or a popularity pool re-ranked by the current distances
-            sampling="choice uniform popularity two_stage",
-            sampling_beta="uniform 0.0 1.0 if model.sampling=popularity|two_stage",
-            candidates="logint 32 512 if model.sampling=two_stage",  # the two-stage pool
-            lambda_item="uniform 0.0 1.0",  # the item-centric (symmetric) term's weight
+            # the negative proposal: uniform or item popularity^beta. On the validation sets
+            # of citeulike-t, movielens-1m-part and the synthetic data (benchmarks/results/
+            # cml_variants.md) beta 0.25 lost 0.007-0.011 Recall@50, beta 1 lost 0.05-0.25, and
+            # the two-stage pool lost 0.03-0.32 at every size and beta tried, so two_stage is
+            # not in the default choice (add it: 'choice uniform popularity two_stage') and
+            # beta stays low
+            sampling="choice uniform popularity",
+            sampling_beta="uniform 0.0 0.5 if model.sampling=popularity|two_stage",
+            candidates="logint 16 256 if model.sampling=two_stage",  # the two-stage pool
+            # the item-centric (symmetric) term's weight: 0.1-0.3 gained on all three sets
+            # (+0.001 to +0.011), 1 lost on citeulike-t and movielens-1m-part
+            lambda_item="uniform 0.0 0.5",
         ),
         train=dict(
             # AdaGrad (SparseAdagrad): 0.1 on citeulike-t; in a citeulike-t study (docs/
@@ -168,7 +219,8 @@ def tune_config() -> ml_collections.ConfigDict:
             learning_rate="log 0.05 0.5",
             # larger batches: more pairs/s, fewer updates per epoch
             batch_size="choice 1024 2048 4096 8192 16384",
-            lr_decay="uniform 0.0 0.9",  # final rate = rate * (1 - decay), cosine (w4-cml)
+            # final rate = rate * (1 - decay), cosine; 0.9 gained on all three sets
+            lr_decay="uniform 0.0 0.9",
         ))
     space.cml = cml
     cml_f = {section: dict(values) for section, values in cml.items()}
@@ -200,6 +252,8 @@ def tune_config() -> ml_collections.ConfigDict:
     # VBPR: dim >= 64 keeps its feature_dim (50) below dim
     space.vbpr = dict(model=dict(warp, dim="choice 64 100 128 200", **mlp), train=sampled)
     space.cdl = dict(model=dict(warp, **mlp), train=sampled)
-    # EASE (w4-cml): lambda of the closed form; Steck found 200-3000 on ML-20M / Netflix
-    space.ease = dict(model=dict(regularization="log 1.0 10000.0"))
+    # EASE: lambda of the closed form (model.regularization); Steck found 200-3000 on ML-20M /
+    # Netflix, validation picked 100 on citeulike-t (50: -0.001, 200: -0.003) and 500 on
+    # movielens-1m-part (50: -0.045, 2000: -0.013)
+    space.ease = dict(model=dict(regularization="log 10.0 5000.0"))
     return tune

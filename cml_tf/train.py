@@ -51,17 +51,32 @@ class TrainingDiverged(RuntimeError):
 # ---- checks before anything is written --------------------------------------------------------
 
 
-def make_optimizer(train_config):
+def learning_rate(train_config, steps_per_epoch: int = 1):
+    """``train.learning_rate``, or with ``train.lr_decay`` > 0 a cosine schedule over
+    ``train.epochs`` epochs of ``steps_per_epoch`` steps from it to ``learning_rate * (1 -
+    lr_decay)``. The schedule follows the optimizer's step count, which checkpoints keep."""
+    decay = getattr(train_config, "lr_decay", 0.0)
+    if not 0 <= decay < 1:
+        raise ValueError(f"train.lr_decay must be in [0, 1), got {decay}")
+    if not decay:
+        return train_config.learning_rate
+    return tf.keras.optimizers.schedules.CosineDecay(
+        train_config.learning_rate, decay_steps=max(1, train_config.epochs * steps_per_epoch),
+        alpha=1.0 - decay)
+
+
+def make_optimizer(train_config, steps_per_epoch: int = 1):
     """The Keras optimizer named by ``train.optimizer``; "adagrad" is :class:`SparseAdagrad`,
     the same update made faster for embedding tables."""
     name = train_config.optimizer.lower()
+    rate = learning_rate(train_config, steps_per_epoch)
     if name == "adagrad":
-        return SparseAdagrad(learning_rate=train_config.learning_rate)
+        return SparseAdagrad(learning_rate=rate)
     try:
         optimizer_class = tf.keras.optimizers.get(name).__class__
     except ValueError as error:
         raise ValueError(f"unknown optimizer {train_config.optimizer!r}") from error
-    return optimizer_class(learning_rate=train_config.learning_rate)
+    return optimizer_class(learning_rate=rate)
 
 
 def check_config(config, split: Split = None):
@@ -124,6 +139,9 @@ def _check_export_settings(export):
 
 def build_and_compile(config, split: Split, distribution):
     """The model and its optimizer, built in the strategy's scope."""
+    # An epoch's optimizer steps (one per global batch, whatever the strategy), which a
+    # train.lr_decay schedule counts.
+    epoch_steps = max(1, -(-split.train.n_interactions // config.train.batch_size))
     with distribution.scope(table_rows=(split.train.n_users, split.train.n_items)):
         model = build_model(config.model, split.train, seed=config.seed,
                             jit_sampling=config.train.jit_sampling and not distribution.sharded)
@@ -134,7 +152,7 @@ def build_and_compile(config, split: Split, distribution):
                 raise ValueError(f"train.jit_compile: XLA cannot compile this model's whole "
                                  f"train step ({blocker}); train.jit_sampling compiles its "
                                  "sampling")
-        model.compile(optimizer=make_optimizer(config.train),
+        model.compile(optimizer=make_optimizer(config.train, epoch_steps),
                       jit_compile=config.train.jit_compile)
     return model
 

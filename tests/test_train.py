@@ -168,6 +168,7 @@ def test_user_supplied_split_files(tmp_path):
     ("--config.model.margin=-1", "margin must be > 0"),
     ("--config.model.num_negatives=0", "num_negatives must be > 0"),
     ("--config.train.batch_size=0", "batch_size must be >= 1"),
+    ("--config.train.lr_decay=1.0", "train.lr_decay must be in [0, 1)"),
     ("--config.eval.ks=(10,50,5000)", "only 2000 items"),
     ("--config.data.name=nonsense", "nonsense"),
     ("--config.train.epoch=3", "unknown key 'epoch'"),

@@ -16,7 +16,7 @@ from cml_tf.tune import TuneError, tune
 from cml_tf.tuning import space
 from test_tune import REPO, study_config, write_split
 
-# The config file of every default space (configs/citeulike_t/ease.py lands with w4-cml).
+# The config file of every default space.
 SPACE_CONFIGS = {"cml": "configs/default.py", "cml_f": "configs/citeulike_t_features.py",
                  **{name: f"configs/citeulike_t/{name}.py"
                     for name in ("wrmf", "bpr", "warp", "fm", "vbpr", "cdl", "ease")}}
@@ -31,17 +31,12 @@ def load_config(path):
 
 @pytest.mark.parametrize("name", sorted(get_config().tune.space.keys()))
 def test_every_default_space_names_keys_of_its_models_config(name):
-    path = SPACE_CONFIGS[name]
-    if not (REPO / path).exists():
-        pytest.skip(f"{path} does not exist yet")
-    config = load_config(path)
+    config = load_config(SPACE_CONFIGS[name])
     assert space.space_name(config) == name
     params = space.search_space(config)  # raises for a key the config lacks (or a bad type)
     searched = {p.path for p in params}
     named = {path for path, spec in space._leaves(config.tune.space[name]) if spec != "off"}
-    # Only the CML options w4-cml is adding may be missing (space.PENDING_KEYS; the lead
-    # removes that list when they land, and this test then checks them too).
-    assert named - searched <= space.PENDING_KEYS
+    assert named == searched  # every named key is searched, CML's sampling options included
     # The config's own values start the study: the shipped configs sit inside their spaces.
     start = space.config_values(params, config)
     assert set(start) >= {p.path for p in params if p.condition is None}
@@ -153,9 +148,6 @@ def test_help_shows_the_tuner_flags_and_exits_0(capsys):
 
 def test_a_conditional_parameter_is_drawn_only_when_its_condition_holds():
     config = get_config()
-    if "sampling" not in config.model:  # until w4-cml's keys land
-        config.model.sampling = "uniform"
-        config.model.candidates = 0
     config.tune.space.cml = {"model": {
         "candidates": "logint 32 512 if model.sampling=two_stage",
         "sampling": "choice uniform popularity two_stage"}}

@@ -36,8 +36,7 @@ def test_config_loads_and_runs_one_short_epoch(path, tmp_path):
     # The same config on small synthetic data, shrunk: one epoch, no export.
     config.data.name = "synthetic"
     config.data.synthetic.update(dict(n_users=300, n_items=200, n_clusters=5, seed=0))
-    config.model.dim = 8
-    for key, value in (("hidden", 16), ("feature_dim", 4)):
+    for key, value in (("dim", 8), ("hidden", 16), ("feature_dim", 4)):
         if key in config.model:
             config.model[key] = value
     config.train.epochs = 1

@@ -21,6 +21,11 @@ positives, which is what the model trains on); items no kept user rated positive
 Genres from the data set's own movie file are the item features (the paper's IMDb plot
 keywords are not redistributable and are not included). The matrix is binary.
 
+A folder that holds the files is read as it is, whatever else it holds and whatever the files
+cover: ``cml_tf.data.load("movielens-1m", data_dir="../shared/data/movielens-1m-part")`` reads a
+prefix of ml-1m (users 1-2999) without downloading anything or checking the official archive's
+checksum (checksums guard downloads only, :mod:`cml_tf.data.registry`).
+
 Ids: raw ids are the MovieLens numbers as strings; users and items are in numeric order.
 Large files are read with pandas' C parser and processed with vectorised numpy (ml-20m: seconds).
 """
@@ -121,7 +126,13 @@ def load_movielens(data_dir: PathLike, variant: Optional[str] = None, min_rating
         log.info("%s: %s not found, no genre features", name, movies)
         return data
     movie_ids, genres, genre_names = read_genres(movies, variant)
-    return join_item_features(data, movie_ids, genres, genre_names)
+    # The movies file lists every movie; those that no kept user liked are not items. That is
+    # expected here (not a sign of mismatched ids), so they are dropped before the join.
+    rated = np.isin(movie_ids, data.item_ids)
+    if not rated.all():
+        log.info("%s: %d of %d movies in %s have no kept positive (no genre row needed)", name,
+                 int((~rated).sum()), len(movie_ids), movies_name)
+    return join_item_features(data, movie_ids[rated], genres[rated], genre_names)
 
 
 def _read_ratings(path: pathlib.Path, variant: str) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:

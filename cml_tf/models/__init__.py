@@ -10,15 +10,16 @@ import inspect
 import re
 
 from cml_tf.models.cml import CML
+from cml_tf.models.ease import EASE
 from cml_tf.models.hybrid import CDLMLP, FM, VBPRMLP, FeatureMLP
 from cml_tf.models.mf import BPRMF, WARPMF
 from cml_tf.models.sampled import RankingModel, SampledPairwiseModel
 from cml_tf.models.wrmf import WRMF
 
-MODELS = {"cml": CML, "bpr": BPRMF, "warp": WARPMF, "wrmf": WRMF, "fm": FM, "vbpr": VBPRMLP,
-          "cdl": CDLMLP}
+MODELS = {"cml": CML, "bpr": BPRMF, "warp": WARPMF, "wrmf": WRMF, "ease": EASE, "fm": FM,
+          "vbpr": VBPRMLP, "cdl": CDLMLP}
 
-__all__ = ["CML", "BPRMF", "WARPMF", "WRMF", "FM", "VBPRMLP", "CDLMLP", "FeatureMLP",
+__all__ = ["CML", "BPRMF", "WARPMF", "WRMF", "EASE", "FM", "VBPRMLP", "CDLMLP", "FeatureMLP",
            "RankingModel", "SampledPairwiseModel", "MODELS", "build_model"]
 
 

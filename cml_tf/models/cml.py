@@ -3,16 +3,20 @@
 Users u_i and items v_j are points of R^r inside the unit ball. One training step on a batch of N
 positive pairs (i, j) does, on device (paper section 3.5):
 
-1. sample U negatives k per pair uniformly over the items, redrawing known positives of user i;
+1. sample U negatives k per pair uniformly over the items, redrawing known positives of user i
+   (or from another proposal: ``sampling`` below);
 2. compute d(i, k)^2 for all of them without gradient, count the impostors M
    (m + d(i, j)^2 - d(i, k)^2 > 0) and keep the hardest negative k* = argmin_k d(i, k)^2;
 3. differentiate, through the rows u_i, v_j, v_k* only (sparse ``IndexedSlices`` gradients),
 
-       L = sum_pairs log(floor(J M / U) + 1) [m + d(i, j)^2 - d(i, k*)^2]_+      (L_m, eq. 1)
+       L = sum_pairs w [m + d(i, j)^2 - d(i, k*)^2]_+                           (L_m, eq. 1)
+         + lambda_item sum_pairs w [m + d(i, j)^2 - d(j, k*)^2]_+         (item-centric, SML)
          + lambda_c L_c(u_i, v_j, v_k* of the batch)                            (covariance)
          + lambda_f sum_{j in B} ||f(x_j) - v_j||^2                           (CML+F only)
 
-   where B holds, once each, the batch's positives and hardest negatives plus one uniformly
+   with the rank weight w = log(floor(rank) + 1) (no gradient), rank = J M / U for uniform
+   draws (an importance-weighted estimate for the other proposals, below), and where B holds,
+   once each, the batch's positives and hardest negatives plus one uniformly
    drawn item per pair (a stochastic estimate of the paper's sum over all items: rarely liked
    items feel the prior as often as popular ones);
 
@@ -24,6 +28,35 @@ positive pairs (i, j) does, on device (paper section 3.5):
    Under ``ParameterServerStrategy`` the tables are sharded over the ps tasks
    (:mod:`cml_tf.distribute`): rows are read with :func:`~cml_tf.layers.embedding.lookup`, and
    each shard's gradient, update and censoring touch only that shard's rows of the step.
+
+Negative sampling (``sampling``; :mod:`cml_tf.layers.sampler` for the draws):
+
+* ``"uniform"``: the paper's; rank = floor(J M / U).
+* ``"popularity"``: the U draws per pair come from q(k) proportional to (n_k + 1)^beta (n_k the
+  item's training positives; ``sampling_beta``), known positives redrawn as above. Popular items
+  are the likelier impostors, so the draws find violations more often. The rank is estimated by
+  importance weighting: the accepted draws of user i are i.i.d. from q(k) / (1 - Q_i) over the
+  items i does not know (Q_i = sum of q over i's known positives, the mass the rejection
+  removes; stored per user), so
+
+      rank = sum_{s impostor} (1 - Q_i) / (U q(k_s))
+
+  has expectation exactly the number of impostors among those items, whatever q is (q > 0
+  everywhere: the +1), and w = log(floor(rank) + 1) of that estimate as in the uniform case
+  (uniform q would give J M / U up to the factor 1 - n_i / J that the paper leaves out; the
+  uniform sampler keeps the paper's J M / U).
+* ``"two_stage"`` (Tran et al., SIGIR 2019): each step draws one pool of C = ``candidates``
+  items from the same popularity proposal for the whole batch, scores every pair against all of
+  them with one [N, r] x [r, C] product, masks each user's known positives in the pool (a masked
+  draw is never chosen and counts as no impostor), and keeps the hardest per pair. The rank is
+  estimated from the whole pool: rank = sum_{s impostor, unmasked} 1 / (C q(k_s)), unbiased for
+  the same count because a masked draw simply contributes 0. ``num_negatives`` is unused.
+
+``lambda_item`` adds the item-centric term of symmetric metric learning (Li et al., AAAI 2020):
+the hardest negative is also pushed out of the margin around the positive item,
+[m + d(i, j)^2 - d(j, k*)^2]_+, with the pair's rank weight w (so ``lambda_item`` is the ratio
+of the two terms at every pair). Its gradient moves v_k* away from v_j (along v_k* - v_j), v_j
+along u_i - v_k* and u_i towards v_j; it touches no other row.
 
 Scores are minus squared distances: ``score(users)[b, j] = -||u_b - v_j||^2`` (higher is better).
 """
@@ -41,8 +74,9 @@ from cml_tf.models.ranking import (TopK, check_features, check_k, check_non_nega
                                    check_positive, mask_themselves)
 from cml_tf.optimizers import SparseAdagrad
 
-_LOGGED = ("loss", "metric_loss", "covariance_loss", "feature_loss", "impostor_fraction",
-           "rank_weight")  # per step, averaged over the epoch by Keras' progress bar and logs
+_LOGGED = ("loss", "metric_loss", "item_loss", "covariance_loss", "feature_loss",
+           "impostor_fraction", "rank_weight")  # per step, averaged over the epoch by Keras
+SAMPLINGS = ("uniform", "popularity", "two_stage")
 
 
 @tf.keras.utils.register_keras_serializable("cml_tf")
@@ -54,6 +88,10 @@ class CML(OneIteratorFit, TopK, tf.keras.Model):
       dim: r, the dimension of the space.
       margin: m, the hinge margin on squared distances.
       num_negatives: U, negatives sampled per positive pair.
+      sampling: ``"uniform"``, ``"popularity"`` or ``"two_stage"`` (module docstring).
+      sampling_beta: beta of the popularity proposal (n_k + 1)^beta (0 = uniform).
+      candidates: C, the pool size of ``"two_stage"`` (required there; ignored otherwise).
+      lambda_item: weight of the item-centric term (0 = off).
       lambda_c: weight of the covariance regularizer.
       lambda_f: weight of the feature prior loss (CML+F).
       item_features: optional (n_items x F) scipy sparse matrix; turns on the feature prior.
@@ -81,7 +119,9 @@ class CML(OneIteratorFit, TopK, tf.keras.Model):
         return None
 
     def __init__(self, n_users: int, n_items: int, dim: int = 100, margin: float = 0.5,
-                 num_negatives: int = 20, lambda_c: float = 10.0, lambda_f: float = 1.0,
+                 num_negatives: int = 20, sampling: str = "uniform", sampling_beta: float = 0.5,
+                 candidates: int = 0, lambda_item: float = 0.0, lambda_c: float = 10.0,
+                 lambda_f: float = 1.0,
                  item_features=None, hidden: int = 256, dropout: float = 0.5,
                  normalize_features: bool = False, init_items_from_features: bool = False,
                  known_positives=None, seed: int = 0,
@@ -90,7 +130,15 @@ class CML(OneIteratorFit, TopK, tf.keras.Model):
         super().__init__(**kwargs)
         check_positive(n_users=n_users, n_items=n_items, dim=dim, margin=margin,
                        num_negatives=num_negatives)
-        check_non_negative(lambda_c=lambda_c, lambda_f=lambda_f)
+        check_non_negative(lambda_c=lambda_c, lambda_f=lambda_f, lambda_item=lambda_item,
+                           sampling_beta=sampling_beta, candidates=candidates)
+        if sampling not in SAMPLINGS:
+            raise ValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
+        if sampling == "two_stage" and candidates < 1:
+            raise ValueError("sampling='two_stage' needs candidates >= 1 (the size of the "
+                             f"popularity-drawn pool), got {candidates}")
+        self.sampling, self.sampling_beta = sampling, float(sampling_beta)
+        self.candidates, self.lambda_item = int(candidates), float(lambda_item)
         self.n_users, self.n_items, self.dim = int(n_users), int(n_items), int(dim)
         self.margin, self.num_negatives = float(margin), int(num_negatives)
         self.lambda_c, self.lambda_f = float(lambda_c), float(lambda_f)
@@ -104,8 +152,9 @@ class CML(OneIteratorFit, TopK, tf.keras.Model):
         self.warp = WarpHingeLoss(margin, n_items, name="warp")
         self.covariance = CovarianceRegularizer(name="covariance")
 
-        self.sampler = NegativeSampler.for_model(n_users, n_items, known_positives, n_known,
-                                                 seed=seed, name="sampler")
+        self.sampler = NegativeSampler.for_model(
+            n_users, n_items, known_positives, n_known, seed=seed, name="sampler",
+            proposal="uniform" if sampling == "uniform" else "popularity", beta=sampling_beta)
 
         if item_features is not None:
             item_features = check_features(item_features, n_items)
@@ -124,6 +173,7 @@ class CML(OneIteratorFit, TopK, tf.keras.Model):
                     self._init_items_from_features(item_features)
         self._trackers = {name: tf.keras.metrics.Mean(name) for name in _LOGGED
                           if (name != "covariance_loss" or self.lambda_c)
+                          and (name != "item_loss" or self.lambda_item)
                           and (name != "feature_loss" or self.prior is not None)}
         self.jit_sampling = bool(jit_sampling)
         self._sampling_function = None
@@ -148,8 +198,9 @@ class CML(OneIteratorFit, TopK, tf.keras.Model):
                              "with known_positives=train.matrix or CML.from_interactions(train)")
         users, positives = data[0], data[1]
         users, positives = tf.reshape(users, [-1]), tf.reshape(positives, [-1])
-        negatives, negative_distances, hardest = self._sample_negatives(users)
-        hard_items = tf.gather(negatives, hardest, batch_dims=1)
+        hard_items, negative_distances, hardest, rank_factors, prior_items = (
+            self._sample_negatives(users))
+        width = negative_distances.shape[1] or tf.shape(negative_distances)[1]  # U, or C
 
         with tf.GradientTape() as tape:
             u = self.user_embedding(users)
@@ -157,12 +208,17 @@ class CML(OneIteratorFit, TopK, tf.keras.Model):
             v_neg = self.item_embedding(hard_items)
             d_pos = tf.reduce_sum(tf.square(u - v_pos), axis=1)
             d_hard = tf.reduce_sum(tf.square(u - v_neg), axis=1)
-            # Equal to all U distances in value; only the hardest one carries gradient.
+            # Equal to all sampled distances in value; only the hardest one carries gradient.
             d_all = tf.stop_gradient(negative_distances) + tf.one_hot(
-                hardest, self.num_negatives) * (d_hard - tf.stop_gradient(d_hard))[:, None]
-            pair_loss, impostors, weight = self.warp(d_pos, d_all)
+                hardest, width) * (d_hard - tf.stop_gradient(d_hard))[:, None]
+            pair_loss, impostors, weight = self.warp(d_pos, d_all, rank_factors)
             metric_loss = tf.reduce_sum(pair_loss)
             total = metric_loss
+            item_loss = tf.constant(0.0)
+            if self.lambda_item:  # a Python branch: lambda_item = 0 costs nothing
+                d_item = tf.reduce_sum(tf.square(v_pos - v_neg), axis=1)
+                item_loss = tf.reduce_sum(weight * tf.nn.relu(self.margin + d_pos - d_item))
+                total += self.lambda_item * item_loss
             covariance_loss = tf.constant(0.0)
             if self.lambda_c:  # a Python branch: lambda_c = 0 costs nothing
                 covariance_loss = self.covariance(tf.concat([u, v_pos, v_neg], axis=0))
@@ -173,7 +229,7 @@ class CML(OneIteratorFit, TopK, tf.keras.Model):
                 # The batch's items, plus one uniformly drawn item per pair: rarely liked items
                 # (often in the test set) feel the prior as often as the others, which makes
                 # this a stochastic estimate of the paper's sum over all items.
-                touched_items, _ = tf.unique(tf.concat([touched_items, negatives[:, 0]], 0))
+                touched_items, _ = tf.unique(tf.concat([touched_items, prior_items], 0))
                 projected = self.prior(self.features(touched_items), training=True)
                 feature_loss = self.prior.prior_loss(projected,
                                                      self.item_embedding(touched_items))
@@ -191,8 +247,10 @@ class CML(OneIteratorFit, TopK, tf.keras.Model):
         n = tf.maximum(tf.cast(tf.size(users), tf.float32), 1.0)
         logs = {"loss": total / n, "metric_loss": metric_loss / n,
                 "impostor_fraction": tf.reduce_sum(
-                    tf.cast(impostors, tf.float32)) / n / self.num_negatives,
+                    tf.cast(impostors, tf.float32)) / n / tf.cast(width, tf.float32),
                 "rank_weight": tf.reduce_sum(weight) / n}
+        if self.lambda_item:
+            logs["item_loss"] = self.lambda_item * item_loss / n
         if self.lambda_c:
             logs["covariance_loss"] = self.lambda_c * covariance_loss / n
         if self.prior is not None:
@@ -202,22 +260,44 @@ class CML(OneIteratorFit, TopK, tf.keras.Model):
         return {name: self._trackers[name].result() for name in logs}
 
     def _sample_negatives(self, users):
-        """U negatives per user, their squared distances (no gradient) and the hardest's column.
+        """``(hard_items [N], distances [N, W], hardest [N], rank_factors, prior_items [N])``:
+        the sampled negatives' squared distances (no gradient; +inf for a draw to ignore), the
+        hardest's item and column, the importance factors of the rank estimate ([N, W]; None
+        for uniform draws: rank = J M / U) and one uniformly drawn item per pair for the
+        feature prior. W = U, or C for the two-stage pool.
 
-        The work that grows with U (U gathers of r floats per pair) runs as one fused XLA
-        computation when ``jit_sampling`` is on.
+        The work that grows with U or C runs as one fused XLA computation when
+        ``jit_sampling`` is on.
         """
         if self._sampling_function is None:
-            def sample(users):
-                negatives, valid = self.sampler(users, self.num_negatives)
-                anchor = lookup(self.user_embedding.embeddings, users)
-                sampled = lookup(self.item_embedding.embeddings, negatives)
-                distances = tf.reduce_sum(tf.square(anchor[:, None, :] - sampled), axis=-1)
-                distances = tf.where(valid, distances, np.inf)
-                return negatives, distances, tf.argmin(distances, axis=1, output_type=tf.int32)
-
+            sample = self._sample_pool if self.sampling == "two_stage" else self._sample_per_pair
             self._sampling_function = tf.function(sample, jit_compile=self.jit_sampling)
         return self._sampling_function(users)
+
+    def _sample_per_pair(self, users):
+        negatives, valid = self.sampler(users, self.num_negatives)
+        anchor = lookup(self.user_embedding.embeddings, users)
+        sampled = lookup(self.item_embedding.embeddings, negatives)
+        distances = tf.reduce_sum(tf.square(anchor[:, None, :] - sampled), axis=-1)
+        distances = tf.where(valid, distances, np.inf)
+        hardest = tf.argmin(distances, axis=1, output_type=tf.int32)
+        hard_items = tf.gather(negatives, hardest, batch_dims=1)
+        if self.sampling == "uniform":  # the draws are uniform: the first one serves the prior
+            return hard_items, distances, hardest, None, negatives[:, 0]
+        return (hard_items, distances, hardest,
+                self.sampler.rank_factors(users, negatives, valid),
+                self.sampler.uniform_items(tf.shape(users)))
+
+    def _sample_pool(self, users):
+        pool = self.sampler.draw([self.candidates])
+        anchor = lookup(self.user_embedding.embeddings, users)
+        distances = squared_distances(anchor, lookup(self.item_embedding.embeddings, pool))
+        valid = tf.logical_not(self.sampler.maybe_known(users[:, None], pool[None, :]))
+        distances = tf.where(valid, distances, np.inf)
+        hardest = tf.argmin(distances, axis=1, output_type=tf.int32)
+        factors = tf.where(valid, self.sampler.pool_factors(pool)[None, :], 0.0)
+        return (tf.gather(pool, hardest), distances, hardest, factors,
+                self.sampler.uniform_items(tf.shape(users)))
 
     def _optimizer_censors(self) -> bool:
         """Whether the optimizer censors the rows it updates (:class:`SparseAdagrad` does, once
@@ -285,6 +365,8 @@ class CML(OneIteratorFit, TopK, tf.keras.Model):
     def get_config(self):
         return {"n_users": self.n_users, "n_items": self.n_items, "dim": self.dim,
                 "margin": self.margin, "num_negatives": self.num_negatives,
+                "sampling": self.sampling, "sampling_beta": self.sampling_beta,
+                "candidates": self.candidates, "lambda_item": self.lambda_item,
                 "lambda_c": self.lambda_c, "lambda_f": self.lambda_f, "hidden": self.hidden,
                 "dropout": self.dropout_rate, "normalize_features": self.normalize_features,
                 "seed": self.seed,

@@ -39,6 +39,7 @@ Everything else -- ``score``, ``recommend``, ``similar_items``, ``known_items``,
 import dataclasses
 
 import numpy as np
+import scipy.sparse as sp
 import tensorflow as tf
 
 from cml_tf.layers.retrieval import score_matrix, score_pairs
@@ -263,6 +264,30 @@ class SampledPairwiseModel(RankingModel):
                 "num_negatives": self.num_negatives, "seed": self.seed,
                 "jit_sampling": self.jit_sampling, "n_known": self.sampler.n_known,
                 "name": self.name}
+
+
+# ---- models that hold their interaction matrix (WRMF, EASE) ------------------------------------
+
+
+def interaction_matrix(matrix, n_users: int, n_items: int) -> sp.csr_matrix:
+    """``matrix`` as float32 CSR with duplicates summed and explicit zeros dropped, or
+    ValueError when it is not (n_users x n_items)."""
+    matrix = sp.csr_matrix(matrix, dtype=np.float32)
+    if matrix.shape != (n_users, n_items):
+        raise ValueError(f"known_positives has shape {matrix.shape}, expected "
+                         f"({n_users}, {n_items})")
+    matrix.sum_duplicates()
+    matrix.eliminate_zeros()
+    return matrix
+
+
+def csr_rows(csr, rows) -> tf.RaggedTensor:
+    """The column indices of ``rows`` of a :class:`~cml_tf.layers.feature_prior.SparseRows`
+    matrix, as a RaggedTensor (one row per requested row)."""
+    rows = tf.cast(tf.reshape(rows, [-1]), tf.int64)
+    positions = tf.ragged.range(tf.gather(csr.indptr, rows), tf.gather(csr.indptr, rows + 1))
+    return tf.RaggedTensor.from_row_splits(tf.gather(csr.indices, positions.flat_values),
+                                           positions.row_splits)
 
 
 # ---- losses on scores (higher is better) -------------------------------------------------------

@@ -28,12 +28,11 @@ data the two differ by 1 in 41 at alpha = 40.
 """
 
 import numpy as np
-import scipy.sparse as sp
 import tensorflow as tf
 
 from cml_tf.layers.feature_prior import SparseRows
 from cml_tf.models.ranking import check_non_negative, check_positive
-from cml_tf.models.sampled import RankingModel
+from cml_tf.models.sampled import RankingModel, csr_rows, interaction_matrix
 
 SOLVERS = ("cg", "exact")
 
@@ -156,12 +155,7 @@ class WRMF(RankingModel):
             initializer=tf.keras.initializers.Constant(
                 rng.random((self.n_items, self.dim), np.float32) * scale))
         if known_positives is not None:
-            known_positives = sp.csr_matrix(known_positives, dtype=np.float32)
-            if known_positives.shape != (n_users, n_items):
-                raise ValueError(f"known_positives has shape {known_positives.shape}, expected "
-                                 f"({n_users}, {n_items})")
-            known_positives.sum_duplicates()
-            known_positives.eliminate_zeros()
+            known_positives = interaction_matrix(known_positives, n_users, n_items)
             n_known = known_positives.nnz
         self.n_known = int(n_known)
         self.user_items = SparseRows((self.n_users, self.n_items), self.n_known,
@@ -236,12 +230,7 @@ class WRMF(RankingModel):
         return tf.convert_to_tensor(self.item_factors)
 
     def known_items(self, users):
-        csr = self.user_items
-        users = tf.cast(tf.reshape(users, [-1]), tf.int64)
-        positions = tf.ragged.range(tf.gather(csr.indptr, users),
-                                    tf.gather(csr.indptr, users + 1))
-        return tf.RaggedTensor.from_row_splits(tf.gather(csr.indices, positions.flat_values),
-                                               positions.row_splits)
+        return csr_rows(self.user_items, users)
 
     def get_config(self):
         return {"n_users": self.n_users, "n_items": self.n_items, "dim": self.dim,

@@ -18,7 +18,9 @@ Signatures (``k`` fixed at export; ids are ``tf.string``; ``B`` = batch):
     items: the query is the mean of their vectors (censored into the unit ball,
     ``y / max(||y||, 1)``, for squared_l2; the plain mean for dot_product); the given items are
     excluded; unknown ids are ignored; a row without a known item gets the fallback and
-    ``known`` false. A repeated id weighs twice.
+    ``known`` false. A repeated id weighs twice. An export with ``item_queries="one_hot"``
+    (item-item models: EASE) averages the items' unit vectors instead, here and in
+    ``similar_items`` (:class:`~cml_tf.serving.spec.ExportSpec`).
 ``embed_items`` (models with item features only): ``feature_ids [B, F]`` (feature names,
     padded with ``""``; unknown names ignored), ``feature_values [B, F]`` float32 ->
     ``embeddings [B, dim]`` float32: the model's vectors for new (cold-start) items.
@@ -116,6 +118,7 @@ class ServingModule(tf.Module):
         if not 1 <= k <= spec.n_items:
             raise ValueError(f"k={k} must be between 1 and the number of items ({spec.n_items})")
         self._k, self._n_items, self._metric = int(k), spec.n_items, spec.metric
+        self._one_hot_items = spec.item_queries == "one_hot"
         self._dim = spec.dim
         folder = pathlib.Path(vocabulary_dir)
         self.user_table = _vocabulary_table(
@@ -195,7 +198,7 @@ class ServingModule(tf.Module):
         items = self.item_table.lookup(item_id)
         known = items >= 0
         rows = tf.cast(tf.maximum(items, 0), tf.int32)
-        scores, positions, invalid = self._search(tf.gather(self.item_vectors, rows), self._k + 1)
+        scores, positions, invalid = self._search(self._item_queries(rows), self._k + 1)
         invalid |= tf.equal(positions, rows[:, None]) & known[:, None]
         scores, positions = _best(scores, positions, invalid, self._k)
         return self._outputs(positions, scores, known)
@@ -205,7 +208,7 @@ class ServingModule(tf.Module):
         valid = items >= 0
         weights = tf.cast(valid, tf.float32)
         counts = tf.reduce_sum(weights, axis=1)
-        vectors = tf.gather(self.item_vectors, tf.maximum(items, 0)) * weights[:, :, None]
+        vectors = self._item_queries(tf.maximum(items, 0)) * weights[:, :, None]
         query = tf.reduce_sum(vectors, axis=1) / tf.maximum(counts, 1.0)[:, None]
         if self._metric == "squared_l2":
             query = query / tf.maximum(tf.norm(query, axis=1, keepdims=True), 1.0)
@@ -234,6 +237,12 @@ class ServingModule(tf.Module):
         return {"embeddings": tf.cast(embeddings, tf.float32)}
 
     # ---- helpers ---------------------------------------------------------------------------
+
+    def _item_queries(self, rows):
+        """The query vectors of items (table rows): their vectors, or e_i (``item_queries``)."""
+        if self._one_hot_items:
+            return tf.one_hot(rows, self._dim)
+        return tf.gather(self.item_vectors, rows)
 
     def _user_queries(self, user_id):
         """(query vectors, search width, table rows, known) of a batch of user ids: the width is

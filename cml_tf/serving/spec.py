@@ -24,6 +24,7 @@ import scipy.sparse as sp
 import tensorflow as tf
 
 METRICS = ("squared_l2", "dot_product")
+ITEM_QUERIES = ("vectors", "one_hot")
 
 
 def _as_ids(ids, kind: str) -> np.ndarray:
@@ -61,6 +62,11 @@ class ExportSpec:
       feature_names: names of the feature columns (str array of ``n_features``), required with
         ``item_embedder``.
       model_name: recorded in the export's report.
+      item_queries: what an item-based query (``similar_items``, ``recommend_for_items``) starts
+        from: ``"vectors"``, the item's vector (embedding models), or ``"one_hot"``, its unit
+        vector e_i (item-item models such as EASE, whose user vectors are interaction rows over
+        the items and whose item vectors are columns of an item-item matrix B, so e_i scores
+        B's row i); ``"one_hot"`` needs ``dim == n_items``.
     """
 
     user_ids: np.ndarray
@@ -72,10 +78,14 @@ class ExportSpec:
     item_embedder: Optional[Callable[[tf.SparseTensor], tf.Tensor]] = None
     feature_names: Optional[np.ndarray] = None
     model_name: str = "model"
+    item_queries: str = "vectors"
 
     def __post_init__(self):
         if self.metric not in METRICS:
             raise ValueError(f"metric must be one of {METRICS}, got {self.metric!r}")
+        if self.item_queries not in ITEM_QUERIES:
+            raise ValueError(f"item_queries must be one of {ITEM_QUERIES}, got "
+                             f"{self.item_queries!r}")
         self.user_ids = _as_ids(self.user_ids, "user")
         self.item_ids = _as_ids(self.item_ids, "item")
         self.user_vectors = np.ascontiguousarray(self.user_vectors, np.float32)
@@ -92,6 +102,9 @@ class ExportSpec:
         if self.user_vectors.shape[1] != self.item_vectors.shape[1]:
             raise ValueError(f"user and item vectors differ in dimension: "
                              f"{self.user_vectors.shape[1]} vs {self.item_vectors.shape[1]}")
+        if self.item_queries == "one_hot" and self.item_vectors.shape[1] != n_items:
+            raise ValueError(f"item_queries='one_hot' needs vectors of dimension n_items "
+                             f"({n_items}), got {self.item_vectors.shape[1]}")
         known = sp.csr_matrix(self.known)
         if known.shape != (n_users, n_items):
             raise ValueError(f"known has shape {known.shape}; expected ({n_users}, {n_items})")
@@ -140,8 +153,9 @@ def spec_from_model(model, split, model_name: Optional[str] = None) -> ExportSpe
     """The :class:`ExportSpec` of a trained model and the Split (or Interactions) it was
     trained on.
 
-    Uses only ``model.user_vectors``, ``model.item_vectors``, ``model.metric`` and, when the
-    model has item features (``model.n_features > 0``), ``model.embed_items``. The excluded
+    Uses only ``model.user_vectors``, ``model.item_vectors``, ``model.metric``,
+    ``model.item_queries`` (default "vectors") and, when the model has item features
+    (``model.n_features > 0``), ``model.embed_items``. The excluded
     items are ``split.known_matrix()`` (train + validation: what a deployed model has seen).
     """
     train = getattr(split, "train", split)
@@ -156,4 +170,5 @@ def spec_from_model(model, split, model_name: Optional[str] = None) -> ExportSpe
                       user_vectors=model.user_vectors, item_vectors=model.item_vectors,
                       metric=getattr(model, "metric", "squared_l2"), known=known,
                       item_embedder=embedder, feature_names=feature_names,
-                      model_name=model_name or type(model).__name__)
+                      model_name=model_name or type(model).__name__,
+                      item_queries=getattr(model, "item_queries", "vectors"))

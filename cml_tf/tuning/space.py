@@ -24,13 +24,6 @@ import dataclasses
 from typing import Optional, Tuple
 
 import optuna
-from absl import logging
-
-# CML's options that w4-cml adds (CONTRACTS.md item 5). Until they are keys of the model config,
-# the default CML spaces name them and the search skips them with a note. The lead removes this
-# list once they land; any other parameter the config does not have is an error.
-PENDING_KEYS = frozenset({"model.sampling", "model.sampling_beta", "model.candidates",
-                          "model.lambda_item", "train.lr_decay"})
 
 KINDS = ("uniform", "log", "int", "logint", "choice")
 
@@ -71,9 +64,6 @@ def search_space(config) -> list:
         if spec.strip().lower() in ("", "off"):
             continue
         if not has_key(config, path):
-            if path in PENDING_KEYS:
-                logging.info("%s skipped: the config has no %s yet", where, path)
-                continue
             raise ValueError(f"{where}: the config has no key {path} (the model "
                              f"{config.model.name!r} does not take it)")
         params.append(parse(spec, where, get(config, path)))

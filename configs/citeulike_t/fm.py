@@ -34,6 +34,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.batch_size = 1024
     config.train.optimizer = "adagrad"
     config.train.learning_rate = 0.02
+    config.train.lr_decay = 0.0  # tuned with a constant rate
     config.train.eval_every = 10
     config.train.patience = 1
     return config

@@ -1,9 +1,15 @@
-"""MovieLens loader on tiny files of each variant's format."""
+"""MovieLens loader on tiny files of each variant's format, a local folder through the registry,
+and the shared movielens-1m-part folder with its configs."""
+
+import importlib.util
+import logging
+import pathlib
 
 import numpy as np
 import pytest
 
-from cml_tf.data import DataError, load_movielens
+from cml_tf.data import DataError, load_movielens, registry
+from cml_tf.data.from_config import load_data
 from cml_tf.data.movielens import GENRES_100K, detect_variant
 
 # (user, movie, rating): user 1 has 3 positives, user 2 has 2, user 10 has 1 (+ a 3-star),
@@ -206,3 +212,54 @@ def test_an_eleven_digit_id_is_one_user_not_an_array_size(tmp_path):
     (tmp_path / "ratings.csv").write_text("userId,movieId,rating,timestamp\n" + rows)
     data = load_movielens(tmp_path, variant="latest", with_features=False)
     assert data.user_ids.tolist() == ["12345678901"] and data.n_items == 12
+
+
+# ---- a local folder through the registry (no download, no checksum) ---------------------------
+
+
+def test_registry_reads_a_folder_holding_the_files_without_a_download(tmp_path, caplog):
+    folder = write_1m(tmp_path / "ml-1m-part")
+    before = sorted(p.name for p in folder.iterdir())
+    # A download would fail at once: nothing listens there and the archive's checksum is not met.
+    with caplog.at_level(logging.INFO):
+        data = registry.load("movielens-1m", data_dir=folder, base_url=(tmp_path / "none").as_uri(),
+                             min_user_positives=1)
+    assert data.name == "movielens-1m"
+    check_core(data)
+    assert sorted(p.name for p in folder.iterdir()) == before  # nothing fetched or extracted
+    # Movie 4 has no positive: not an item, so no warning about dropped feature rows.
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert "1 of 4 movies in movies.dat have no kept positive" in caplog.text
+
+
+def test_movielens_1m_part_from_the_shared_folder(shared_data_dir):
+    folder = shared_data_dir / "movielens-1m-part"
+    if not (folder / "ratings.dat").exists():
+        pytest.skip(f"movielens-1m-part not found at {folder} (set CML_TF_SHARED_DATA)")
+    data = registry.load("movielens-1m", data_dir=folder, download=False)
+    # The counts of the folder's README: the paper's preprocessing of users 1-2999 of ml-1m.
+    assert (data.n_users, data.n_items, data.n_interactions) == (2956, 3395, 278765)
+    assert data.item_features.shape == (3395, 18) and len(data.feature_names) == 18
+    assert data.item_features.sum(axis=1).min() >= 1  # every movie of ml-1m has a genre
+    toy_story = list(data.item_ids).index("1")
+    assert sorted(data.feature_names[data.item_features[toy_story].indices]) == [
+        "Animation", "Children's", "Comedy"]
+
+
+@pytest.mark.parametrize("name, features", [("movielens_1m", False),
+                                            ("movielens_1m_features", True)])
+def test_configs_read_the_folder(shared_data_dir, name, features):
+    folder = shared_data_dir / "movielens-1m-part"
+    if not (folder / "ratings.dat").exists():
+        pytest.skip(f"movielens-1m-part not found at {folder} (set CML_TF_SHARED_DATA)")
+    path = pathlib.Path(__file__).resolve().parents[2] / "configs" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config()
+    assert config.data.name == "movielens-1m" and config.data.data_dir == ""
+    assert config.data.use_features is features
+    config.data.data_dir = str(folder)
+    split = load_data(config.data)
+    assert split.train.n_items == 3395
+    assert (split.train.item_features is not None) is features
