@@ -27,9 +27,12 @@ def get_config() -> ml_collections.ConfigDict:
     data.user_col = "user"
     data.item_col = "item"
     data.features_from = ""      # with train_path: join this named set's item features by item id
+    # The synthetic generator's SyntheticSpec (cml_tf/data/synthetic.py); scale multiplies
+    # n_users and n_items (runs a large synthetic config scaled down).
     data.synthetic = ml_collections.ConfigDict(dict(
         n_users=3000, n_items=2000, n_clusters=20, mean_per_user=30.0, min_per_user=5,
-        popularity_exponent=0.8, bridge_fraction=0.2, noise=0.1, with_features=True, seed=0))
+        popularity_exponent=0.8, bridge_fraction=0.2, noise=0.1, with_features=True, seed=0,
+        scale=1.0))
 
     config.model = model = ml_collections.ConfigDict()
     model.name = "cml"
