@@ -55,6 +55,9 @@ def get_config() -> ml_collections.ConfigDict:
     train.optimizer = "adagrad"  # any tf.keras.optimizers name; "adagrad" is SparseAdagrad
     train.learning_rate = 0.1
     train.eval_every = 5         # validation metrics every N epochs (and after the last)
+    train.valid_users = 10_000   # validation (during training and the final "valid" metrics)
+                                 # scores a fixed sample of this many users, drawn with
+                                 # data.split_seed; 0 = every user. The test is always exact.
     train.patience = 0           # early stopping after N evaluations without gain (0: off)
     train.monitor = "recall@50"  # validation metric for early stopping and best weights
     train.jit_sampling = True    # XLA for the negative sampling (see CML)
@@ -62,6 +65,16 @@ def get_config() -> ml_collections.ConfigDict:
     train.verbose = 1            # Keras progress: 0 silent, 1 bar, 2 a line per epoch
 
     config.eval = ml_collections.ConfigDict(dict(ks=(10, 50, 100)))
+
+    # Training on several devices or machines (cml_tf/distribute.py, README "Scaling out"). The
+    # same command runs on every task of a cluster; the TF_CONFIG variable says which task it is.
+    config.distribute = distribute = ml_collections.ConfigDict()
+    distribute.strategy = "auto"  # "auto": parameter_server if TF_CONFIG has ps tasks, else
+                                  # multi_worker if it has several workers, else mirrored with
+                                  # several GPUs, else default (one device); or any of them by name
+    distribute.max_shards = 0     # parameter_server: shards per table at most (0: the ps tasks)
+    distribute.min_shard_bytes = 256 << 10  # parameter_server: a table gets one shard per this
+                                  # many bytes (rounded up), at most max_shards
 
     # Pictures of the metric space written into the workdir after training (cml_tf/viz.py):
     # item_map.png (the paper's Figure 5 for this run), training_curves.png, and the vectors for
