@@ -13,9 +13,9 @@ def sparse_rows_matmul(features: tf.SparseTensor, table):
 
     The product is TensorFlow's CSR sparse x dense matmul (``SparseMatrixMatMul``, Eigen's
     kernel on CPU, cuSPARSE on GPU), its gradient the same product with the matrix transposed:
-    on citeulike-t's tags (150k entries a CML+F step, 512 hidden units) each is a quarter of
-    ``tf.sparse.sparse_dense_matmul``'s time. The present features are found with a count over
-    the columns (``tf.unique`` over 150k entries cost as much as the product).
+    on citeulike-t's tags (150k entries a CML+F step, 512 hidden units) each is a quarter to a
+    third of ``tf.sparse.sparse_dense_matmul``'s time. The present features are found with a
+    count over the columns (``tf.unique`` over 150k entries cost as much as the product).
     """
     columns = features.indices[:, 1]
     counts = tf.math.bincount(tf.cast(columns, tf.int32), minlength=table.shape[0],
@@ -29,14 +29,21 @@ def sparse_rows_matmul(features: tf.SparseTensor, table):
 
 def csr_matmul(sparse: tf.SparseTensor, dense):
     """``sparse @ dense`` (rows of ``sparse`` in canonical order) through a CSR matrix; the
-    gradient flows to ``dense`` only (``sparse`` holds data, not weights)."""
+    gradient flows to ``dense`` only (``sparse`` holds data, not weights).
+
+    The gradient multiplies by an explicitly transposed CSR matrix (``SparseMatrixTranspose``):
+    ``SparseMatrixMatMul(transpose_a=True)`` gave other sums from run to run inside a training
+    step (two CML+F trainings from one seed ended 0.44 apart), the transposed matrix gives
+    ``sparse_dense_matmul``'s numbers to the bit at a few percent more time.
+    """
     matrix = tf.raw_ops.SparseTensorToCSRSparseMatrix(
         indices=sparse.indices, values=sparse.values, dense_shape=sparse.dense_shape)
 
     @tf.custom_gradient
     def product(dense):
         def gradient(upstream):
-            return tf.raw_ops.SparseMatrixMatMul(a=matrix, b=upstream, transpose_a=True)
+            transposed = tf.raw_ops.SparseMatrixTranspose(input=matrix, type=dense.dtype)
+            return tf.raw_ops.SparseMatrixMatMul(a=transposed, b=upstream)
 
         return tf.raw_ops.SparseMatrixMatMul(a=matrix, b=dense), gradient
 
