@@ -46,10 +46,9 @@ import threading
 import time
 
 import cml_tf  # noqa: F401  (Keras 2 before TensorFlow)
-import ml_collections
 from absl import app, flags
 
-from common import REPO, RESULTS, write_table
+from common import REPO, RESULTS, load_config, write_table
 
 flags.DEFINE_float("scale", 1.0, "data.synthetic.scale of the run (1: EchoNest's size).")
 flags.DEFINE_string("workdir", None, "Keep the run's workdir and its record here (default: a "
@@ -118,23 +117,14 @@ def first_time(lines, pattern):
     return next((t for t, line in lines if regex.search(line)), None)
 
 
-def validation_seconds(metrics, lines):
-    """One figure per validation pass during training: metrics.json's list (CONTRACTS.md
-    item 2), else the seconds each pass logs."""
-    value = metrics.get("valid_eval_seconds")
+def per_pass_seconds(metrics, key, lines, pattern):
+    """One figure per epoch or validation pass: metrics.json's list under ``key`` (CONTRACTS.md
+    item 2), else the first group of ``pattern`` in each log line that has it."""
+    value = metrics.get(key)
     if isinstance(value, list):
         return value
-    return [float(m.group(1)) for _, line in lines
-            for m in [re.search(r"epoch \d+: validation.*, ([\d.]+)s\)", line)] if m]
-
-
-def epoch_seconds(metrics, lines):
-    """Steps-only seconds per epoch: metrics.json's list, else Keras' per-epoch lines."""
-    value = metrics.get("epoch_seconds")
-    if isinstance(value, list):
-        return value
-    return [float(m.group(1)) for _, line in lines
-            for m in [re.match(r"\s*\d+/\d+ - (\d+)s - ", line)] if m]
+    regex = re.compile(pattern)
+    return [float(m.group(1)) for _, line in lines for m in [regex.search(line)] if m]
 
 
 def sampled_users(metrics, config):
@@ -219,10 +209,12 @@ def main(argv):
     lines, wall, peak_gb, memory, metrics = (run[key] for key in
                                              ("lines", "wall", "peak_gb", "memory", "metrics"))
 
-    epochs = epoch_seconds(metrics, lines)
+    # Without metrics.json's lists: Keras' epoch lines and the validation callback's log lines.
+    epochs = per_pass_seconds(metrics, "epoch_seconds", lines, r"^\s*\d+/\d+ - (\d+)s - ")
+    valid = per_pass_seconds(metrics, "valid_eval_seconds", lines,
+                             r"epoch \d+: validation.*, ([\d.]+)s\)")
     epochs_from = ("steps only" if "epoch_seconds" in metrics
                    else "Keras' epoch lines: whole seconds, validation passes included")
-    valid = validation_seconds(metrics, lines)
     fit = metrics.get("fit_seconds", metrics["train_seconds"])
     steps = metrics["train_seconds"] if "epoch_seconds" in metrics else sum(epochs)
     pairs = (metrics["train_pairs_per_second"] if "epoch_seconds" in metrics
@@ -243,7 +235,8 @@ def main(argv):
     first_epoch = first_time(lines, r"^Epoch 1/")
     first_epoch_end = first_time(lines, r"^\s*\d+/\d+ - ")
 
-    config = ml_collections.ConfigDict(run["config"])  # the run's, with the extra flags
+    config = load_config(CONFIG)
+    config.update(run["config"])  # the run's config.json: the extra flags applied
     stats = data_statistics(config)
     data_row = (f"{stats['users']:,} users, {stats['items']:,} items, "
                 f"{stats['interactions']:,} interactions, {stats['concentration']:.1%} on the "
