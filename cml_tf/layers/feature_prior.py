@@ -34,18 +34,21 @@ def csr_matmul(sparse: tf.SparseTensor, dense):
     The gradient multiplies by an explicitly transposed CSR matrix (``SparseMatrixTranspose``):
     ``SparseMatrixMatMul(transpose_a=True)`` gave other sums from run to run inside a training
     step (two CML+F trainings from one seed ended 0.44 apart), the transposed matrix gives
-    ``sparse_dense_matmul``'s numbers to the bit at a few percent more time.
+    ``sparse_dense_matmul``'s numbers to the bit at a few percent more time. The gradient
+    builds its CSR matrix again rather than capture the forward one: a SavedModel cannot keep
+    a function that captures a variant tensor, so the export of CML+F failed.
     """
-    matrix = tf.raw_ops.SparseTensorToCSRSparseMatrix(
-        indices=sparse.indices, values=sparse.values, dense_shape=sparse.dense_shape)
+    def csr():
+        return tf.raw_ops.SparseTensorToCSRSparseMatrix(
+            indices=sparse.indices, values=sparse.values, dense_shape=sparse.dense_shape)
 
     @tf.custom_gradient
     def product(dense):
         def gradient(upstream):
-            transposed = tf.raw_ops.SparseMatrixTranspose(input=matrix, type=dense.dtype)
+            transposed = tf.raw_ops.SparseMatrixTranspose(input=csr(), type=dense.dtype)
             return tf.raw_ops.SparseMatrixMatMul(a=transposed, b=upstream)
 
-        return tf.raw_ops.SparseMatrixMatMul(a=matrix, b=dense), gradient
+        return tf.raw_ops.SparseMatrixMatMul(a=csr(), b=dense), gradient
 
     return product(dense)
 
