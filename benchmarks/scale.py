@@ -12,8 +12,11 @@ child's largest resident set). The phases come from the run's metrics.json and i
 * time to the first epoch: from the launch to Keras' "Epoch 1/" line (start-up, imports, data,
   model and sampler set-up), and to the end of that epoch (its tracing included);
 * data generation + split: ``load_seconds``;
-* training epochs (steps only) and pairs/s: ``epoch_seconds``, ``train_pairs_per_second``;
-* validation passes (``train.valid_users`` sampled users): ``valid_eval_seconds``;
+* training epochs (steps only) and pairs/s: ``epoch_seconds``, ``train_pairs_per_second``
+  (where metrics.json has no ``epoch_seconds`` list yet: Keras' epoch lines, whole seconds
+  with that epoch's validation pass, and the table says so);
+* validation passes (``train.valid_users`` sampled users): the ``valid_eval_seconds`` list, else
+  the seconds each pass logs;
 * the final test, exact over every user and item: ``test_eval_seconds``;
 * pictures: from the log line that ends the test to the export's start;
 * the export with its index report: ``export.seconds``;
