@@ -37,10 +37,17 @@ def csr_matmul(sparse: tf.SparseTensor, dense):
     ``sparse_dense_matmul``'s numbers to the bit at a few percent more time. The gradient
     builds its CSR matrix again rather than capture the forward one: a SavedModel cannot keep
     a function that captures a variant tensor, so the export of CML+F failed.
+
+    Both matrices get one empty row and column more (``dense`` a zero row, the product's last
+    row is dropped): inside a ``tf.function`` the CPU kernel of ``SparseMatrixMatMul`` dies of
+    SIGFPE on a matrix without rows, which a replica without pairs and the transposed matrix
+    of a batch without features are.
     """
+    shape = sparse.dense_shape + 1
+
     def csr():
         return tf.raw_ops.SparseTensorToCSRSparseMatrix(
-            indices=sparse.indices, values=sparse.values, dense_shape=sparse.dense_shape)
+            indices=sparse.indices, values=sparse.values, dense_shape=shape)
 
     @tf.custom_gradient
     def product(dense):
@@ -50,7 +57,7 @@ def csr_matmul(sparse: tf.SparseTensor, dense):
 
         return tf.raw_ops.SparseMatrixMatMul(a=csr(), b=dense), gradient
 
-    return product(dense)
+    return product(tf.pad(dense, [[0, 1], [0, 0]]))[:-1]
 
 
 @tf.keras.utils.register_keras_serializable("cml_tf")

@@ -210,6 +210,29 @@ def test_sparse_rows_matmul_equals_sparse_dense_matmul_and_its_gradient():
                                tape.gradient(expected_loss, table).numpy(), rtol=1e-5, atol=1e-6)
 
 
+def test_sparse_rows_matmul_in_a_graph_without_rows_or_without_features():
+    """A replica without pairs gives a batch of no rows, a batch of featureless items a
+    transposed matrix of no rows: CPU's CSR matmul dies of SIGFPE on either inside a graph."""
+    table = tf.Variable(np.arange(15, dtype=np.float32).reshape(5, 3))
+
+    @tf.function
+    def product_and_gradient(indices, values, shape):
+        with tf.GradientTape() as tape:
+            product = sparse_rows_matmul(tf.SparseTensor(indices, values, shape), table)
+            loss = tf.reduce_sum(product)
+        return product, tf.convert_to_tensor(tape.gradient(loss, table))
+
+    no_entries = (tf.zeros([0, 2], tf.int64), tf.zeros([0]))
+    for rows in (0, 2):
+        product, gradient = product_and_gradient(*no_entries, tf.constant([rows, 5], tf.int64))
+        np.testing.assert_array_equal(product.numpy(), np.zeros((rows, 3)))
+        np.testing.assert_array_equal(gradient.numpy(), np.zeros((5, 3)))
+    product, gradient = product_and_gradient(tf.constant([[1, 3], [1, 4]], tf.int64),
+                                             tf.constant([1.0, 2.0]), tf.constant([2, 5], tf.int64))
+    np.testing.assert_array_equal(product.numpy(), [[0, 0, 0], [33, 36, 39]])
+    np.testing.assert_array_equal(gradient.numpy()[3:], [[1, 1, 1], [2, 2, 2]])
+
+
 def test_feature_prior_dropout_only_in_training():
     features = sp.csr_matrix(np.ones((4, 6), np.float32))
     prior = FeaturePrior(dim=3, n_features=6, hidden=64, dropout=0.5, seed=0)
