@@ -35,9 +35,12 @@ def get_config() -> ml_collections.ConfigDict:
     #   "none":  no split: the files as given, a named set all train (nothing is evaluated
     #            unless valid_path/test_path are given; a warning says so).
     data.split = "auto"
+    # The synthetic generator's SyntheticSpec (cml_tf/data/synthetic.py); scale multiplies
+    # n_users and n_items (runs a large synthetic config scaled down).
     data.synthetic = ml_collections.ConfigDict(dict(
         n_users=3000, n_items=2000, n_clusters=20, mean_per_user=30.0, min_per_user=5,
-        popularity_exponent=0.8, bridge_fraction=0.2, noise=0.1, with_features=True, seed=0))
+        popularity_exponent=0.8, bridge_fraction=0.2, noise=0.1, with_features=True, seed=0,
+        scale=1.0))
 
     config.model = model = ml_collections.ConfigDict()
     model.name = "cml"

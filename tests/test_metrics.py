@@ -9,7 +9,7 @@ import tensorflow as tf
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cml_tf.metrics import ranking_metrics
+from cml_tf.metrics import group_size, grouped_top_k, ranking_metrics
 
 
 def reference(scores, heldout, exclude, unseen, ks):
@@ -59,6 +59,41 @@ def test_matches_numpy_reference(n_users, n_items, seed, batch):
     expected = reference(scores, heldout, exclude, unseen, ks)
     for name, value in expected.items():
         assert got[name] == pytest.approx(value, abs=1e-6), name
+
+
+@settings(max_examples=40, deadline=None)
+@given(n_items=st.integers(1, 3000), k=st.integers(1, 120), levels=st.sampled_from([2, 7, 1000]),
+       excluded=st.floats(0.0, 0.99), seed=st.integers(0, 10**6))
+def test_grouped_top_k_equals_top_k_with_ties_and_exclusions(n_items, k, levels, excluded, seed):
+    """Values and indices as tf.math.top_k's, ties to the lower index, -inf rows included."""
+    k = min(k, n_items)
+    rng = np.random.default_rng(seed)
+    scores = rng.integers(0, levels, (4, n_items)).astype(np.float32)
+    scores[rng.random(scores.shape) < excluded] = -np.inf
+    scores[1] = -np.inf  # a row with nothing left
+    size = group_size(n_items, k)
+    padded = np.pad(scores, [(0, 0), (0, -n_items % size)], constant_values=-np.inf)
+    values, indices = grouped_top_k(tf.constant(padded), k, size)
+    expected = tf.math.top_k(scores, k)
+    np.testing.assert_array_equal(values.numpy(), expected.values.numpy())
+    finite = np.isfinite(expected.values.numpy())
+    np.testing.assert_array_equal(indices.numpy()[finite], expected.indices.numpy()[finite])
+
+
+def test_grouped_ranking_matches_numpy_reference():
+    """A catalogue large enough to be ranked in groups (G = 8 at 2,000 items and K = 30),
+    with tied scores, known items excluded and unseen held-out items."""
+    rng = np.random.default_rng(3)
+    n_users, n_items, ks = 40, 2000, (1, 10, 30)
+    assert group_size(n_items, max(ks)) == 8
+    scores = rng.integers(0, 50, (n_users, n_items)).astype(np.float32)
+    cell = rng.random((n_users, n_items))
+    exclude, heldout = cell < 0.3, cell > 0.99
+    unseen = rng.integers(0, 2, n_users)
+    got = ranking_metrics(score_fn_for(scores), sp.csr_matrix(heldout), sp.csr_matrix(exclude),
+                          unseen, ks=ks, batch_size=16)
+    for name, value in reference(scores, heldout, exclude, unseen, ks).items():
+        assert got[name] == pytest.approx(value, abs=1e-9), name
 
 
 def test_hand_made_case():

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cml_tf.data import Interactions
-from cml_tf.data.split import split_per_user
+from cml_tf.data.split import order_by_user_key_item, split_per_user
 
 
 def reference_split(rows, seed, min_interactions=5):
@@ -59,6 +59,23 @@ def test_split_matches_plain_python_reference(n_users, n_items, density, seed):
     assert as_pairs(split.train.matrix) == expected["train"]
     assert as_pairs(split.valid.matrix) == expected["valid"]
     assert as_pairs(split.test.matrix) == expected["test"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(n_users=st.integers(1, 30), levels=st.sampled_from([1, 2, 5, 2**16, 2**40, 2**53]),
+       user_scale=st.sampled_from([1, 2**40, 2**57]), seed=st.integers(0, 2**31 - 1))
+def test_one_sort_orders_like_lexsort_even_when_keys_tie(n_users, levels, user_scale, seed):
+    """The split's single uint64 sort gives np.lexsort((items, keys, users))'s order, also
+    when keys are equal or differ only below the bits the sort key keeps (large user ids
+    leave fewer: user_scale)."""
+    rng = np.random.default_rng(seed)
+    counts = rng.integers(0, 12, n_users)
+    ids = np.cumsum(rng.integers(1, user_scale, n_users, endpoint=True))  # increasing
+    users = np.repeat(ids, counts)
+    items = np.concatenate([rng.permutation(40)[:c] for c in counts]).astype(np.int32)
+    keys = rng.integers(0, levels, len(users)) / levels
+    expected = np.lexsort((items, keys, users))
+    np.testing.assert_array_equal(order_by_user_key_item(users, keys, items), expected)
 
 
 def test_split_sizes_per_user_and_small_users_train_only():

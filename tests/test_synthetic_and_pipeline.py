@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 import tensorflow as tf
 
 from cml_tf.data import Interactions
@@ -39,6 +40,31 @@ def test_synthetic_scales_to_millions_of_interactions():
     data = make_synthetic(n_users=100_000, n_items=50_000, n_clusters=50, mean_per_user=25,
                           with_features=False)
     assert data.n_interactions > 1_500_000
+
+
+def test_scale_multiplies_users_and_items_and_nothing_else():
+    small = make_synthetic(n_users=1200, n_items=800, n_clusters=8, scale=0.25, seed=2)
+    same = make_synthetic(n_users=300, n_items=200, n_clusters=8, seed=2)
+    assert small.matrix.shape == (300, 200)
+    assert (small.matrix != same.matrix).nnz == 0
+    assert (small.item_features != same.item_features).nnz == 0
+    assert list(small.user_ids[:3]) == ["u0", "u1", "u2"] and small.item_ids[-1] == "i199"
+    labels = planted_labels(n_users=1200, n_items=800, n_clusters=8, scale=0.25, seed=2)
+    assert [len(x) for x in labels] == [200, 300, 300]
+    with pytest.raises(ValueError, match="scale"):
+        make_synthetic(scale=0)
+
+
+def test_synthetic_matrix_is_the_merged_draws():
+    """The generator's one-sort CSR equals scipy's COO build of the same draws."""
+    from cml_tf.data.synthetic import _binary_csr  # pylint: disable=import-outside-toplevel
+    rng = np.random.default_rng(0)
+    rows, columns = rng.integers(0, 50, 3000), rng.integers(0, 7, 3000)
+    expected = sp.csr_matrix((np.ones(3000, np.float32), (rows, columns)), shape=(60, 7))
+    expected.data[:] = 1.0
+    got = _binary_csr(rows, columns, 60, 7)
+    assert got.has_canonical_format and got.dtype == np.float32
+    assert (got != expected).nnz == 0 and got.nnz == expected.nnz
 
 
 def test_synthetic_rejects_bad_specs():

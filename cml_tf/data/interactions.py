@@ -56,7 +56,7 @@ class Interactions:
                 f"matrix shape {matrix.shape} does not match {len(self.user_ids)} user ids and "
                 f"{len(self.item_ids)} item ids")
         for kind, ids in (("user", self.user_ids), ("item", self.item_ids)):
-            if len(np.unique(ids)) != len(ids):
+            if _has_repeats(ids):
                 raise DataError(f"{kind} ids are not unique")
         if self.item_features is not None:
             features = sp.csr_matrix(self.item_features, dtype=np.float32)
@@ -153,6 +153,13 @@ class Interactions:
         if self.item_features is not None:
             text += f", {self.n_features:,} item features"
         return text + ")"
+
+
+def _has_repeats(ids: np.ndarray) -> bool:
+    """Whether a string array holds a value twice (a sort: numpy 2's hash-based ``np.unique``
+    takes ten times as long on strings, 2 s for 767k user ids)."""
+    ordered = np.sort(ids)
+    return bool(np.any(ordered[1:] == ordered[:-1]))
 
 
 def _index(raw: np.ndarray, vocabulary, kind: str):

@@ -79,10 +79,10 @@ def split_assignment(data: Interactions, seed: int = 0, min_interactions: int = 
     counts = data.user_counts()
     nnz = data.n_interactions
     keys = np.random.default_rng(seed).random(nnz)
-    users = np.repeat(np.arange(data.n_users), counts)
-    order = np.lexsort((data.matrix.indices, keys, users))
+    users = np.repeat(np.arange(data.n_users, dtype=np.int64), counts)
+    order = order_by_user_key_item(users, keys, data.matrix.indices)
     rank = np.empty(nnz, np.int64)
-    rank[order] = np.arange(nnz) - data.matrix.indptr[users[order]]
+    rank[order] = np.arange(nnz) - data.matrix.indptr[users]  # users[order] == users
     n = counts[users]
     n_train = np.floor(n * train_fraction + 1e-9).astype(np.int64)
     n_valid = np.floor(n * valid_fraction + 1e-9).astype(np.int64)
@@ -91,17 +91,45 @@ def split_assignment(data: Interactions, seed: int = 0, min_interactions: int = 
     return part.astype(np.int8)
 
 
+def order_by_user_key_item(users: np.ndarray, keys: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """``np.lexsort((items, keys, users))`` for non-negative float keys and distinct (user, item)
+    pairs, in one sort of a uint64 instead of three stable passes (14 s at EchoNest's 7.3M
+    interactions, 1-2 s this way).
+
+    Non-negative IEEE doubles order like their bit patterns, so the sort key is the user in the
+    high bits and the key's leading bits below it; the rare runs whose leading bits agree are
+    re-sorted by the full key, then the item.
+    """
+    user_bits = max(1, int(users.max(initial=0)).bit_length())  # at most 63: int64 users
+    key_bits = np.ascontiguousarray(keys, np.float64).view(np.uint64) << np.uint64(1)
+    coarse = (users.astype(np.uint64) << np.uint64(64 - user_bits)) | (
+        key_bits >> np.uint64(user_bits))
+    order = np.argsort(coarse)
+    ordered = coarse[order]
+    tied = np.flatnonzero(ordered[1:] == ordered[:-1])
+    if len(tied):
+        positions = np.union1d(tied, tied + 1)  # every member of every tied run, ascending
+        run = np.cumsum(np.concatenate([[True], ordered[positions[1:]] != ordered[
+            positions[:-1]]]))
+        members = order[positions]
+        order[positions] = members[np.lexsort((items[members], keys[members], run))]
+    return order
+
+
 def split_per_user(data: Interactions, seed: int = 0, min_interactions: int = 5,
                    train_fraction: float = 3 / 5, valid_fraction: float = 1 / 5) -> Split:
     """The paper's 60/20/20 per-user split (module docstring), seeded and deterministic."""
     if not (0 < train_fraction and 0 <= valid_fraction and train_fraction + valid_fraction <= 1):
         raise ValueError("need 0 < train_fraction, 0 <= valid_fraction, sum <= 1")
     part = split_assignment(data, seed, min_interactions, train_fraction, valid_fraction)
-    matrix = data.matrix.tocoo()
+    matrix = data.matrix
+    users = np.repeat(np.arange(data.n_users), data.user_counts())
     pieces = []
     for p, label in enumerate(("train", "valid", "test")):
         mask = part == p
-        piece = sp.csr_matrix((matrix.data[mask], (matrix.row[mask], matrix.col[mask])),
+        indptr = np.zeros(data.n_users + 1, matrix.indptr.dtype)
+        np.cumsum(np.bincount(users[mask], minlength=data.n_users), out=indptr[1:])
+        piece = sp.csr_matrix((matrix.data[mask], matrix.indices[mask], indptr),
                               shape=matrix.shape)
         pieces.append(data.with_matrix(piece, name=f"{data.name}/{label}"))
     return Split(train=pieces[0], valid=pieces[1], test=pieces[2])

@@ -161,10 +161,15 @@ class NegativeSampler(tf.keras.layers.Layer):
 
     @staticmethod
     def known_keys(matrix, n_items=None) -> np.ndarray:
-        """Sorted keys ``user * n_items + item`` of the non-zeros of a users x items matrix."""
+        """Sorted keys ``user * n_items + item`` of the non-zeros of a users x items matrix.
+
+        A sort and a comparison of neighbours: numpy 2's hash-based ``np.unique`` took 42 s
+        for EchoNest's 4.4M training keys (a loaded machine; the sort, well under a second).
+        """
         coo = sp.coo_matrix(matrix)
         n_items = coo.shape[1] if n_items is None else n_items
-        return np.unique(coo.row.astype(np.int64) * n_items + coo.col.astype(np.int64))
+        keys = np.sort(coo.row.astype(np.int64) * n_items + coo.col.astype(np.int64))
+        return keys[np.concatenate([[True], keys[1:] != keys[:-1]])] if len(keys) else keys
 
     @classmethod
     def for_model(cls, n_users: int, n_items: int, known_positives=None, n_known: int = 0,

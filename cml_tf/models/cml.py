@@ -334,7 +334,7 @@ class CML(OneIteratorFit, TopK, tf.keras.Model):
     def score(self, users):
         """-||u_b - v_j||^2 for every user b of ``users`` (indices) and every item j: [B, J]."""
         u = lookup(self.user_embedding.embeddings, tf.reshape(users, [-1]))
-        return -squared_distances(u, self.item_embedding.embeddings)
+        return negative_squared_distances(u, self.item_embedding.embeddings)
 
     def known_items(self, users):
         """Known positives of ``users`` as a RaggedTensor of item indices."""
@@ -345,7 +345,8 @@ class CML(OneIteratorFit, TopK, tf.keras.Model):
         check_k(k, self.n_items - 1)
         items = tf.reshape(items, [-1])
         v = lookup(self.item_embedding.embeddings, items)
-        scores = mask_themselves(-squared_distances(v, self.item_embedding.embeddings), items)
+        scores = mask_themselves(negative_squared_distances(v, self.item_embedding.embeddings),
+                                 items)
         return tf.math.top_k(scores, k)
 
     def embed_items(self, features: tf.SparseTensor):
@@ -378,7 +379,25 @@ class CML(OneIteratorFit, TopK, tf.keras.Model):
 
 def squared_distances(queries, table):
     """||q_b - v_j||^2 = ||q_b||^2 - 2 q_b·v_j + ||v_j||^2, clipped at 0: [B, J]."""
+    return _from_dots(queries, table, 1.0)
+
+
+def negative_squared_distances(queries, table):
+    """-squared_distances(queries, table), the scores: [B, J].
+
+    The elementwise part runs as one XLA loop over the [B, J] result, with the same numbers as
+    TensorFlow's ops one by one, which make five passes over it: ranking EchoNest's 510k test
+    users against 260k items spent a quarter of its time there.
+    """
+    return _from_dots(queries, table, -1.0)
+
+
+def _from_dots(queries, table, sign):
     dots = tf.matmul(queries, table, transpose_b=True)
-    q2 = tf.reduce_sum(tf.square(queries), axis=1, keepdims=True)
-    v2 = tf.reduce_sum(tf.square(table), axis=1)
-    return tf.maximum(q2 - 2.0 * dots + v2[None, :], 0.0)
+    return _fused_distances(dots, tf.reduce_sum(tf.square(queries), axis=1, keepdims=True),
+                            tf.reduce_sum(tf.square(table), axis=1), sign)
+
+
+@tf.function(jit_compile=True, reduce_retracing=True)
+def _fused_distances(dots, q2, v2, sign):
+    return sign * tf.maximum(q2 - 2.0 * dots + v2[None, :], 0.0)

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cml_tf.layers import CovarianceRegularizer, FeaturePrior, UnitBallEmbedding, WarpHingeLoss
-from cml_tf.layers.feature_prior import SparseRows
+from cml_tf.layers.feature_prior import SparseRows, sparse_rows_matmul
 
 
 # ---- unit-ball embedding ---------------------------------------------------------------------
@@ -185,6 +185,52 @@ def test_feature_prior_gradient_of_w1_is_sparse_and_correct():
     np.testing.assert_allclose(dense, tape.gradient(dense_loss, w1).numpy(), rtol=1e-4,
                                atol=1e-6)
     assert float(loss) == pytest.approx(float(dense_loss), rel=1e-5)
+
+
+def test_sparse_rows_matmul_equals_sparse_dense_matmul_and_its_gradient():
+    """The CSR product and its transposed-product gradient against TensorFlow's COO
+    sparse_dense_matmul on the full table: repeated and empty rows, absent features."""
+    rng = np.random.default_rng(0)
+    features = sp.random(60, 40, density=0.1, random_state=1, format="csr", dtype=np.float32)
+    features = (features @ sp.diags((np.arange(40) != 7).astype(np.float32))).tocsr()
+    features.eliminate_zeros()  # feature 7: no item has it
+    table = tf.Variable(rng.standard_normal((40, 9)).astype(np.float32))
+    upstream = tf.constant(rng.standard_normal((8, 9)).astype(np.float32))
+    sparse = SparseRows.from_matrix(features)(tf.constant([5, 0, 5, 59, 13, 2, 2, 31]))
+    with tf.GradientTape(persistent=True) as tape:
+        got = sparse_rows_matmul(sparse, table)
+        expected = tf.sparse.sparse_dense_matmul(sparse, table)
+        got_loss, expected_loss = (tf.reduce_sum(x * upstream) for x in (got, expected))
+    np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-6, atol=1e-6)
+    grad = tape.gradient(got_loss, table)
+    assert isinstance(grad, tf.IndexedSlices)
+    present = np.unique(sparse.indices.numpy()[:, 1])
+    np.testing.assert_array_equal(grad.indices.numpy(), present)  # each once, ascending
+    np.testing.assert_allclose(tf.convert_to_tensor(grad).numpy(),
+                               tape.gradient(expected_loss, table).numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_sparse_rows_matmul_in_a_graph_without_rows_or_without_features():
+    """A replica without pairs gives a batch of no rows, a batch of featureless items a
+    transposed matrix of no rows: CPU's CSR matmul dies of SIGFPE on either inside a graph."""
+    table = tf.Variable(np.arange(15, dtype=np.float32).reshape(5, 3))
+
+    @tf.function
+    def product_and_gradient(indices, values, shape):
+        with tf.GradientTape() as tape:
+            product = sparse_rows_matmul(tf.SparseTensor(indices, values, shape), table)
+            loss = tf.reduce_sum(product)
+        return product, tf.convert_to_tensor(tape.gradient(loss, table))
+
+    no_entries = (tf.zeros([0, 2], tf.int64), tf.zeros([0]))
+    for rows in (0, 2):
+        product, gradient = product_and_gradient(*no_entries, tf.constant([rows, 5], tf.int64))
+        np.testing.assert_array_equal(product.numpy(), np.zeros((rows, 3)))
+        np.testing.assert_array_equal(gradient.numpy(), np.zeros((5, 3)))
+    product, gradient = product_and_gradient(tf.constant([[1, 3], [1, 4]], tf.int64),
+                                             tf.constant([1.0, 2.0]), tf.constant([2, 5], tf.int64))
+    np.testing.assert_array_equal(product.numpy(), [[0, 0, 0], [33, 36, 39]])
+    np.testing.assert_array_equal(gradient.numpy()[3:], [[1, 1, 1], [2, 2, 2]])
 
 
 def test_feature_prior_dropout_only_in_training():

@@ -9,6 +9,7 @@ from cml_tf.data.pipeline import positive_pairs_dataset
 from cml_tf.data.synthetic import make_figure3, make_synthetic
 from cml_tf.layers.sampler import NegativeSampler, _fill_from_spares
 from cml_tf.models import CML
+from cml_tf.models.cml import negative_squared_distances, squared_distances
 from cml_tf.optimizers import SparseAdagrad
 
 
@@ -224,6 +225,18 @@ def test_score_recommend_and_similar_items(synthetic):
     assert np.all(np.diff(sims.numpy(), axis=1) <= 0)
     with pytest.raises(ValueError, match="k="):
         model.recommend(tf.constant([0]), k=synthetic.n_items + 1)
+
+
+def test_fused_scores_equal_the_op_by_op_formula_to_the_bit():
+    """CML.score's single XLA pass gives TensorFlow's op-by-op numbers, clipping included."""
+    rng = np.random.default_rng(0)
+    queries = tf.constant(rng.standard_normal((37, 16)).astype(np.float32) * 0.3)
+    table = tf.concat([queries[:5], rng.standard_normal((300, 16)).astype(np.float32) * 0.3], 0)
+    dots = tf.matmul(queries, table, transpose_b=True)
+    expected = tf.maximum(tf.reduce_sum(tf.square(queries), axis=1, keepdims=True) - 2.0 * dots
+                          + tf.reduce_sum(tf.square(table), axis=1)[None, :], 0.0).numpy()
+    np.testing.assert_array_equal(squared_distances(queries, table).numpy(), expected)
+    np.testing.assert_array_equal(negative_squared_distances(queries, table).numpy(), -expected)
 
 
 def test_known_items_are_the_training_positives(synthetic):
