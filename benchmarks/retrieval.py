@@ -26,10 +26,11 @@ gets:
     python benchmarks/retrieval.py --sizes=260000 --rounds=3
     CML_TF_DATA=../shared/data python benchmarks/retrieval.py --citeulike   # + real citeulike-t
 
-Writes benchmarks/results/retrieval.{md,json}. Targets (issue "SavedModel export"): at 260k
-items ScaNN p50 <= 0.25 ms and >= 15x the exact export at recall@50 >= 0.98, at 1M items
->= 40x; partitioned >= 5x at recall@50 >= 0.95 at 260k. Checked for each path (Python, C++
-pool, C++ inline) and printed, not asserted.
+Writes benchmarks/results/retrieval.{md,json}. Targets: at 260k items ScaNN p50 <= 0.25 ms
+and >= 15x the exact export at recall@50 >= 0.98, at 1M items >= 40x (issue "SavedModel
+export"); the same 15x and 40x at recall@50 >= 0.98 for the stock-TensorFlow ``partitioned``
+export (issue 16; the C++ ``Session::Run`` p50 is the one that counts). Checked for each path
+(Python, C++ pool, C++ inline) and printed, not asserted.
 """
 
 import argparse
@@ -291,12 +292,14 @@ def check_targets(rows, k) -> list[str]:
                     p50 = scann[f"{prefix}p50_median"]
                     line(p50 <= 0.25, f"{path}, 260,000 items: ScaNN p50 {p50:.3f} ms (target "
                          "<= 0.25)")
-        part = by.get((260_000, "partitioned"))
-        if part:
-            speedup = part[f"{prefix}speedup_p50"]
-            line(speedup >= 5 and part[f"recall@{k}"] >= 0.95,
-                 f"{path}, 260,000 items: partitioned {speedup:.1f}x at recall@{k} "
-                 f"{part[f'recall@{k}']:.4f} (target >= 5x at >= 0.95)")
+        for n, wanted in ((260_000, 15), (1_000_000, 40)):
+            part = by.get((n, "partitioned"))
+            if part:
+                speedup = part[f"{prefix}speedup_p50"]
+                line(speedup >= wanted and part[f"recall@{k}"] >= 0.98,
+                     f"{path}, {n:,} items: partitioned (stock TensorFlow) {speedup:.1f}x the "
+                     f"exact export at recall@{k} {part[f'recall@{k}']:.4f} (target >= "
+                     f"{wanted}x at >= 0.98)")
     return lines
 
 
