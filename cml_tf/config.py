@@ -27,6 +27,8 @@ def get_config() -> ml_collections.ConfigDict:
     data.user_col = "user"
     data.item_col = "item"
     data.features_from = ""      # with train_path: join this named set's item features by item id
+                                 # ("synthetic": data.synthetic's); every item with features is
+                                 # in the catalogue, trained or not
     data.synthetic = ml_collections.ConfigDict(dict(
         n_users=3000, n_items=2000, n_clusters=20, mean_per_user=30.0, min_per_user=5,
         popularity_exponent=0.8, bridge_fraction=0.2, noise=0.1, with_features=True, seed=0))

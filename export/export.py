@@ -4,6 +4,7 @@
     python export/export.py --workdir=runs/cml --index=partitioned --k=50
     python export/export.py --workdir=runs/cml --index=brute_force \
         --export_dir=/models/cml --version=7 --overwrite
+    python export/export.py --workdir=runs/cml_f --new_items=new_items.csv   # cold-start items
 
 Rebuilds the model from the workdir's ``config.json`` (data through
 ``cml_tf.data.from_config.load_data``, the same split) and its checkpoints
@@ -36,6 +37,11 @@ flags.DEFINE_enum("checkpoint", "auto", ["auto", "best", "latest"],
                   "Weights to export: best validation weights, last epoch, or best if present.")
 flags.DEFINE_integer("report_users", 1000, "Users sampled to measure recall against exact.")
 flags.DEFINE_integer("report_queries", 200, "Timed single-user calls in the report.")
+flags.DEFINE_string("new_items", None,
+                    "Feature table of items to add without retraining (CSV/TSV/Parquet with "
+                    "columns item, feature and optionally value; one row per item and "
+                    "feature): each is embedded with the model's feature prior f(x) and put in "
+                    "the index of the new version. CML+F models only.")
 flags.DEFINE_string("index_options", "{}",
                     "JSON object of index parameters, e.g. '{\"num_leaves\": 500}' (ScaNN) or "
                     "'{\"num_partitions_to_search\": 40}' (partitioned).")
@@ -52,7 +58,7 @@ def main(argv):
             FLAGS.workdir, index=FLAGS.index, k=FLAGS.k, export_dir=FLAGS.export_dir,
             checkpoint=FLAGS.checkpoint, version=FLAGS.version or None,
             overwrite=FLAGS.overwrite, report_users=FLAGS.report_users,
-            report_queries=FLAGS.report_queries,
+            report_queries=FLAGS.report_queries, new_items=FLAGS.new_items,
             **({"index_options": options} if options else {}))
     except (export.ExportError, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -66,6 +72,9 @@ def main(argv):
     print(f"  index {result['index']} {report['index_parameters']}: {recalls} vs exact on "
           f"{report['sample_users']} users; 1 user p50 {report['latency_ms']['p50']:.2f} ms")
     print(f"  signatures: {', '.join(report['signatures'])}")
+    if report["new_items"]:
+        print(f"  {report['new_items']} new items from {FLAGS.new_items} are in the index "
+              f"({report['n_items']:,} items in all)")
     return 0
 
 
