@@ -22,6 +22,8 @@ INSTALL_REQUIRES = [
     "tqdm>=4.60",
     "matplotlib>=3.7",
     "scikit-learn>=1.3",
+    # cml_tf.tune: TPE, pruners and the SQLite study storage (tests pass with 4.0.0 and 5.0.0)
+    "optuna>=4.0,<6",
 ]
 
 EXTRAS = {
@@ -62,5 +64,6 @@ setup(
     python_requires=">=3.10",
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,
-    entry_points={"console_scripts": ["cml-tf-train=cml_tf.main:run"]},
+    entry_points={"console_scripts": ["cml-tf-train=cml_tf.main:run",
+                                      "cml-tf-tune=cml_tf.tune:run"]},
 )

@@ -6,10 +6,31 @@ import math
 import os
 import time
 
+import numpy as np
 import tensorflow as tf
 from absl import logging
 
 from cml_tf.evaluation import evaluate
+
+
+def validation_users(split, n: int, seed: int):
+    """The fixed sample of ``n`` validation users that validation scores (sorted indices), or
+    None for every user (``n`` = 0 or at least the number of users with a validation item).
+
+    Drawn once with ``numpy.random.default_rng(seed).choice(users, n, replace=False)`` from the
+    users with at least one validation item, so every pass scores the same users.
+    """
+    if n < 0:
+        raise ValueError(f"train.valid_users must be >= 0 (0: every user), got {n}")
+    every = _users_with_validation_items(split)
+    if n == 0 or n >= len(every):
+        return None
+    return np.sort(np.random.default_rng(seed).choice(every, size=n, replace=False))
+
+
+def _users_with_validation_items(split) -> np.ndarray:
+    heldout, unseen, _ = split.heldout("valid")
+    return np.flatnonzero(np.diff(heldout.matrix.indptr) + unseen > 0)
 
 
 class ValidationRecall(tf.keras.callbacks.Callback):
@@ -18,12 +39,13 @@ class ValidationRecall(tf.keras.callbacks.Callback):
     Early stopping on ``monitor`` (default ``recall@50``): after ``patience`` evaluations without
     improvement training stops, and at the end the best weights are restored. The best weights
     and the evaluation history are kept in ``state_dir`` so a resumed run continues where the
-    interrupted one stopped.
+    interrupted one stopped. ``users``: score only these user indices (a fixed sample,
+    :func:`validation_users`; default every user with a validation item).
     """
 
     def __init__(self, split, every: int = 1, ks=(10, 50, 100), monitor: str = "recall@50",
                  patience: int = 0, restore_best: bool = True, log_dir: str = None,
-                 state_dir: str = None):
+                 state_dir: str = None, users=None):
         super().__init__()
         if every < 1:
             raise ValueError(f"every must be >= 1, got {every}")
@@ -31,6 +53,11 @@ class ValidationRecall(tf.keras.callbacks.Callback):
             raise ValueError(f"monitor {monitor!r} is not among the metrics at k={tuple(ks)}")
         self.split, self.every, self.ks, self.monitor = split, every, tuple(ks), monitor
         self.patience, self.restore_best = patience, restore_best
+        self.users = users
+        self._sample_note = ""
+        if users is not None:
+            self._sample_note = (f" on {len(users)} of "
+                                 f"{len(_users_with_validation_items(split))} users")
         self.state_dir = state_dir
         self.writer = tf.summary.create_file_writer(log_dir) if log_dir else None
         self.history = []  # [{"epoch": e, "recall@50": ...}, ...]
@@ -67,7 +94,7 @@ class ValidationRecall(tf.keras.callbacks.Callback):
         if done % self.every and done != self.params.get("epochs"):
             return
         start = time.time()
-        metrics = evaluate(self.model, self.split, "valid", self.ks)
+        metrics = evaluate(self.model, self.split, "valid", self.ks, users=self.users)
         seconds = time.time() - start
         value = metrics[self.monitor]
         self.history.append({"epoch": done, **{k: v for k, v in metrics.items()
@@ -89,8 +116,8 @@ class ValidationRecall(tf.keras.callbacks.Callback):
                 self.model.save_weights(prefix)
         else:
             self.waited += 1
-        logging.info("epoch %d: validation %s = %.4f%s (recall@%d %.4f, %.1fs)", done,
-                     self.monitor, value, " (best)" if improved else
+        logging.info("epoch %d: validation%s: %s = %.4f%s (recall@%d %.4f, %.1fs)", done,
+                     self._sample_note, self.monitor, value, " (best)" if improved else
                      f" (best {self.best:.4f} at epoch {self.best_epoch})", self.ks[-1],
                      metrics[f"recall@{self.ks[-1]}"], seconds)
         self._save_state()

@@ -29,6 +29,14 @@ def get_config() -> ml_collections.ConfigDict:
     data.features_from = ""      # with train_path: join this named set's item features by item id
                                  # ("synthetic": data.synthetic's); every item with features is
                                  # in the catalogue, trained or not
+    # How the data is split into train/validation/test (paper section 4.2: per user 60/20/20,
+    # seeded by split_seed; users with < 5 interactions stay in train):
+    #   "auto":  a named or the synthetic set is split so; a train_path alone is split so too;
+    #            train_path with valid_path and/or test_path is used as given (not re-split);
+    #   "paper": split train_path (or the named set) so; no valid_path/test_path allowed;
+    #   "none":  no split: the files as given, a named set all train (nothing is evaluated
+    #            unless valid_path/test_path are given; a warning says so).
+    data.split = "auto"
     data.synthetic = ml_collections.ConfigDict(dict(
         n_users=3000, n_items=2000, n_clusters=20, mean_per_user=30.0, min_per_user=5,
         popularity_exponent=0.8, bridge_fraction=0.2, noise=0.1, with_features=True, seed=0))
@@ -54,6 +62,9 @@ def get_config() -> ml_collections.ConfigDict:
     train.optimizer = "adagrad"  # any tf.keras.optimizers name; "adagrad" is SparseAdagrad
     train.learning_rate = 0.1
     train.eval_every = 5         # validation metrics every N epochs (and after the last)
+    train.valid_users = 10_000   # validation (during training and the final "valid" metrics)
+                                 # scores a fixed sample of this many users, drawn with
+                                 # data.split_seed; 0 = every user. The test is always exact.
     train.patience = 0           # early stopping after N evaluations without gain (0: off)
     train.monitor = "recall@50"  # validation metric for early stopping and best weights
     train.jit_sampling = True    # XLA for the negative sampling (see CML)
@@ -61,6 +72,16 @@ def get_config() -> ml_collections.ConfigDict:
     train.verbose = 1            # Keras progress: 0 silent, 1 bar, 2 a line per epoch
 
     config.eval = ml_collections.ConfigDict(dict(ks=(10, 50, 100)))
+
+    # Training on several devices or machines (cml_tf/distribute.py, README "Scaling out"). The
+    # same command runs on every task of a cluster; the TF_CONFIG variable says which task it is.
+    config.distribute = distribute = ml_collections.ConfigDict()
+    distribute.strategy = "auto"  # "auto": parameter_server if TF_CONFIG has ps tasks, else
+                                  # multi_worker if it has several workers, else mirrored with
+                                  # several GPUs, else default (one device); or any of them by name
+    distribute.max_shards = 0     # parameter_server: shards per table at most (0: the ps tasks)
+    distribute.min_shard_bytes = 256 << 10  # parameter_server: a table gets one shard per this
+                                  # many bytes (rounded up), at most max_shards
 
     # Pictures of the metric space written into the workdir after training (cml_tf/viz.py):
     # item_map.png (the paper's Figure 5 for this run), training_curves.png, and the vectors for
@@ -94,4 +115,91 @@ def get_config() -> ml_collections.ConfigDict:
         num_reordering_candidates=placeholder(int), tree=placeholder(bool)))
     export.partitioned = ml_collections.ConfigDict(dict(
         num_partitions=placeholder(int), num_partitions_to_search=placeholder(int)))
+
+    config.tune = tune_config()
     return config
+
+
+def tune_config() -> ml_collections.ConfigDict:
+    """``config.tune``: what ``python -m cml_tf.tune`` searches (cml_tf/tune.py; README "Tune on
+    your data"). The training command ignores this section."""
+    tune = ml_collections.ConfigDict()
+    tune.metric = "recall@50"    # validation metric to maximise (also the trials' train.monitor)
+    tune.budget_minutes = 20.0   # wall clock of the whole study, over every session of it; a
+                                 # re-run with a larger budget (or trials) extends the study
+    tune.trials = 0              # stop after this many finished trials (0: the budget decides)
+    tune.trial_minutes = 5.0     # a trial still training then stops (best weights kept); 0: none
+    tune.pruner = "median"       # "median" (Optuna's MedianPruner), "hyperband" or "none"
+    tune.pruner_startup_trials = 3  # finished trials before any is pruned
+    tune.pruner_warmup_epochs = 0   # epochs of a trial before it may be pruned
+    tune.sampler_startup_trials = 8  # TPE draws at random until this many trials exist
+    tune.start_from_config = True  # trial 0 of a new study is the config's own values
+    tune.keep_trial_checkpoints = False  # trials' checkpoints/ are removed when they end
+    tune.log_trials = False      # also show each trial's training lines (validation passes)
+
+    # One search space per model (cml_tf/tuning/space.py: "uniform LOW HIGH", "log LOW HIGH",
+    # "int LOW HIGH [STEP]", "logint LOW HIGH", "choice A B ...", "off"; "... if <key>=<v>|<w>").
+    # Override one: --config.tune.space.cml.model.margin='uniform 0.5 2.5'; drop one: =off.
+    # train.epochs is never searched: it is the cap, and early stopping (train.patience
+    # evaluations without gain) ends a trial at its plateau with its best weights; the pruner
+    # stops trials that trail the others at the same epoch.
+    tune.space = space = ml_collections.ConfigDict()
+    cml = dict(
+        model=dict(
+            # on squared distances in the unit ball (0..4): 0.5 overfits citeulike-t, 1.5 is
+            # best there, 1.9 starts to lose (benchmarks/results/cml_tuning.md)
+            margin="uniform 0.25 2.5",
+            # U: a harder sampled negative per extra draw, cost linear in U; 10-40 won on
+            # citeulike-t, 60 gained nothing more
+            num_negatives="logint 5 80",
+            # r: capacity against cost (linear) and overfitting; the paper uses 100
+            dim="choice 32 64 100 128 200",
+            # the negative proposal (w4-cml; not searched until it lands): uniform, item
+            # popularity^beta, or a popularity pool re-ranked by the current distances
+            sampling="choice uniform popularity two_stage",
+            sampling_beta="uniform 0.0 1.0 if model.sampling=popularity|two_stage",
+            candidates="logint 32 512 if model.sampling=two_stage",  # the two-stage pool
+            lambda_item="uniform 0.0 1.0",  # the item-centric (symmetric) term's weight
+        ),
+        train=dict(
+            # AdaGrad (SparseAdagrad): 0.1 on citeulike-t; in a citeulike-t study (docs/
+            # tuning.png) rates of 0.011-0.044 had not learnt by epoch 5 (valid R@50
+            # 0.02-0.08, against 0.19 at 0.1) and were pruned
+            learning_rate="log 0.05 0.5",
+            # larger batches: more pairs/s, fewer updates per epoch
+            batch_size="choice 1024 2048 4096 8192 16384",
+            lr_decay="uniform 0.0 0.9",  # final rate = rate * (1 - decay), cosine (w4-cml)
+        ))
+    space.cml = cml
+    cml_f = {section: dict(values) for section, values in cml.items()}
+    cml_f["model"].update(
+        # weight of the feature prior: 1 (the paper's) to 30 gained on citeulike-t, 100 lost
+        lambda_f="log 0.3 100",
+        hidden="choice 256 512 1024",       # MLP width: 1024 gained little for twice the cost
+        dropout="uniform 0.0 0.6",          # 0.5 (the paper's) lost to 0 on citeulike-t
+        normalize_features="choice True False",  # unit rows converge faster
+    )
+    space.cml_f = cml_f
+    # WRMF / implicit ALS: factors, lambda and the confidence scale alpha (Hu et al. used 40)
+    space.wrmf = dict(model=dict(dim="choice 32 64 100 128 200",
+                                 regularization="log 1e-4 10.0", alpha="log 1.0 200.0"))
+    sampled = dict(
+        # dot-product models' scores are unbounded, so the rate matters more than for CML
+        # (WARP: 0.01-0.02 best on citeulike-t, 0.1 diverged to 0.10)
+        learning_rate="log 0.002 0.2")
+    l2 = dict(  # L2 on the batch's rows; 0 is a choice: it won for the WARP models
+        lambda_u="choice 0.0 1e-5 1e-4 1e-3 1e-2 1e-1",
+        lambda_v="choice 0.0 1e-5 1e-4 1e-3 1e-2 1e-1")
+    space.bpr = dict(model=dict(dim="choice 32 64 100 128 200", **l2),  # 1e-2 won for BPR
+                     train=dict(learning_rate="log 0.01 0.5"))
+    warp = dict(dim="choice 32 64 100 128 200", num_negatives="logint 5 80",
+                margin="uniform 0.1 2.0", **l2)  # margin: the hinge on score differences
+    space.warp = dict(model=warp, train=sampled)
+    space.fm = dict(model=dict(warp, normalize="choice True False"), train=sampled)
+    mlp = dict(hidden="choice 128 256 512", dropout="uniform 0.0 0.6")
+    # VBPR: dim >= 64 keeps its feature_dim (50) below dim
+    space.vbpr = dict(model=dict(warp, dim="choice 64 100 128 200", **mlp), train=sampled)
+    space.cdl = dict(model=dict(warp, **mlp), train=sampled)
+    # EASE (w4-cml): lambda of the closed form; Steck found 200-3000 on ML-20M / Netflix
+    space.ease = dict(model=dict(regularization="log 1.0 10000.0"))
+    return tune

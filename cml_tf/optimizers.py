@@ -16,6 +16,13 @@ rows is compiled with XLA, which on CPU takes half the time of TensorFlow's segm
 its input is padded to one of a few sizes, so XLA compiles a handful of programs, not one per
 step, when the number of touched rows varies (CML+F). Dense gradients get Keras' dense update,
 and P then applies to every row.
+
+Under ``tf.distribute.ParameterServerStrategy`` the workers update the tables on the parameter
+servers asynchronously, often the same rows at once (popular items), and a gather followed by a
+scatter-update keeps only the last writer's update of a row: in a two-worker test on a small
+catalogue, validation recall after 5 epochs fell from 0.63 to 0.46. There the update is
+Keras' (scatter-adds, which add up concurrent updates), followed by P applied on the parameter
+server that holds the rows, so the rows do not travel to the worker and back for it.
 """
 
 import math
@@ -56,9 +63,16 @@ class SparseAdagrad(tf.keras.optimizers.Adagrad):
             if projection is not None:
                 variable.assign(projection(variable))
             return
+        rows = gradient.indices
+        if _written_concurrently():
+            super().update_step(gradient, variable)
+            if projection is not None:
+                with tf.device(variable.device):
+                    variable.scatter_update(tf.IndexedSlices(
+                        projection(tf.gather(variable, rows)), rows))
+            return
         lr = tf.cast(self.learning_rate, variable.dtype)
         accumulator = self._accumulators[self._index_dict[self._var_key(variable)]]
-        rows = gradient.indices
         accumulated = tf.gather(accumulator, rows) + tf.square(gradient.values)
         updated = tf.gather(variable, rows) - lr * gradient.values / tf.sqrt(
             accumulated + self.epsilon)
@@ -66,6 +80,11 @@ class SparseAdagrad(tf.keras.optimizers.Adagrad):
             updated = projection(updated)
         accumulator.scatter_update(tf.IndexedSlices(accumulated, rows))
         variable.scatter_update(tf.IndexedSlices(updated, rows))
+
+
+def _written_concurrently() -> bool:
+    """Whether other processes write the variables at the same time (parameter servers)."""
+    return isinstance(tf.distribute.get_strategy(), tf.distribute.ParameterServerStrategy)
 
 
 def _sum_repeated_rows(gradient: tf.IndexedSlices) -> tf.IndexedSlices:

@@ -28,8 +28,8 @@ import tensorflow as tf
 from absl import logging
 
 from cml_tf import callbacks as cbs
+from cml_tf import distribute
 from cml_tf.data.from_config import load_data
-from cml_tf.data.pipeline import positive_pairs_dataset
 from cml_tf.data.split import Split
 from cml_tf.evaluation import evaluate
 from cml_tf.models import build_model
@@ -94,6 +94,9 @@ def check_config(config, split: Split):
     for key in ("epochs", "batch_size", "eval_every"):
         if train[key] < 1:
             raise ValueError(f"train.{key} must be >= 1, got {train[key]}")
+    if train.valid_users < 0:
+        raise ValueError(f"train.valid_users must be >= 0 (0: every user), got "
+                         f"{train.valid_users}")
     if not (train.learning_rate > 0 and math.isfinite(train.learning_rate)):
         raise ValueError(f"train.learning_rate must be > 0, got {train.learning_rate}")
     ks = tuple(config.eval.ks)
@@ -108,12 +111,18 @@ def check_config(config, split: Split):
 
 
 def train_and_evaluate(config, workdir: str, overwrite: bool = False,
-                       skip_test: bool = False) -> dict:
+                       skip_test: bool = False, callbacks=()) -> dict:
     """Trains and evaluates the configured model; returns the metrics written to metrics.json.
 
     ``skip_test``: leave the test set alone (hyperparameter sweeps look at validation only).
+    ``callbacks``: extra Keras callbacks, run after the validation pass: in ``on_epoch_end`` of
+    an epoch with a validation pass ``logs[f"val_{config.train.monitor}"]`` holds the validation
+    metric. They may set ``model.stop_training``; an exception they raise propagates unchanged.
     """
-    workdir = prepare_workdir(workdir, config, overwrite)
+    distribution = distribute.from_config(config)  # first: it may configure the runtime
+    if distribution.serves_only:  # a parameter-server cluster's worker or ps task
+        distribute.serve(distribution.task)
+    workdir = prepare_workdir(distribution.task_workdir(workdir, overwrite), config, overwrite)
     tf.keras.utils.set_random_seed(config.seed)
     start = time.time()
     split = load_data(config.data)
@@ -121,37 +130,47 @@ def train_and_evaluate(config, workdir: str, overwrite: bool = False,
     check_config(config, split)
     load_seconds = time.time() - start
 
-    model = build_model(config.model, split.train, seed=config.seed,
-                        jit_sampling=config.train.jit_sampling)
-    if config.train.jit_compile:
-        blocker = getattr(model, "jit_compile_blocker", f"{type(model).__name__} is not tested "
-                                                        "with it")
-        if blocker:
-            raise ValueError(f"train.jit_compile: XLA cannot compile this model's whole train "
-                             f"step ({blocker}); train.jit_sampling compiles its sampling")
-    model.compile(optimizer=make_optimizer(config.train), jit_compile=config.train.jit_compile)
-    dataset = positive_pairs_dataset(split.train, config.train.batch_size, seed=config.seed)
+    with distribution.scope(table_rows=(split.train.n_users, split.train.n_items)):
+        model = build_model(config.model, split.train, seed=config.seed,
+                            jit_sampling=config.train.jit_sampling and not distribution.sharded)
+        if config.train.jit_compile:
+            blocker = getattr(model, "jit_compile_blocker", f"{type(model).__name__} is not "
+                                                            "tested with it")
+            if blocker:
+                raise ValueError(f"train.jit_compile: XLA cannot compile this model's whole "
+                                 f"train step ({blocker}); train.jit_sampling compiles its "
+                                 "sampling")
+        model.compile(optimizer=make_optimizer(config.train),
+                      jit_compile=config.train.jit_compile)
+    dataset, steps_per_epoch = distribution.fit_input(split.train, config.train.batch_size,
+                                                      config.seed)
 
-    nan_guard = cbs.NanGuard()
+    nan_guard = distribution.nan_guard()
     checkpoint = cbs.EpochCheckpoint(str(workdir / "checkpoints"), model, nan_guard)
     initial_epoch = checkpoint.restore()
-    callbacks = [nan_guard, checkpoint,
-                 tf.keras.callbacks.TensorBoard(str(workdir / "tensorboard"), write_graph=False,
-                                                profile_batch=0)]
-    validation = None
+    # TensorBoard before the validation pass: it writes the epoch's training logs only, and
+    # the validation callback writes validation/<metric> itself (once per pass).
+    fit_callbacks = [nan_guard,
+                     tf.keras.callbacks.TensorBoard(str(workdir / "tensorboard"),
+                                                    write_graph=False, profile_batch=0)]
+    validation = valid_users = None
     if split.valid is not None:
+        valid_users = cbs.validation_users(split, config.train.valid_users,
+                                           seed=config.data.split_seed)
         validation = cbs.ValidationRecall(
             split, every=config.train.eval_every, ks=tuple(config.eval.ks),
             monitor=config.train.monitor, patience=config.train.patience,
             log_dir=str(workdir / "tensorboard" / "validation"),
-            state_dir=str(workdir / "checkpoints"))
-        callbacks.insert(1, validation)
+            state_dir=str(workdir / "checkpoints"), users=valid_users)
+        fit_callbacks.append(validation)
+    fit_callbacks += [*callbacks, checkpoint]
 
     logging.info("training %s for %d epochs (batch %d) into %s", type(model).__name__,
                  config.train.epochs, config.train.batch_size, workdir)
     train_start = time.time()
     history = model.fit(dataset, epochs=config.train.epochs, initial_epoch=initial_epoch,
-                        callbacks=callbacks, verbose=_verbosity(config.train.verbose))
+                        steps_per_epoch=steps_per_epoch, callbacks=fit_callbacks,
+                        verbose=distribution.verbosity(_verbosity(config.train.verbose)))
     train_seconds = time.time() - train_start
     if nan_guard.diverged_at is not None:
         epoch, step = nan_guard.diverged_at
@@ -168,14 +187,19 @@ def train_and_evaluate(config, workdir: str, overwrite: bool = False,
                "train_seconds": train_seconds,
                "train_pairs_per_second": (split.train.n_interactions * epochs_run
                                           / max(train_seconds, 1e-9)),
-               "load_seconds": load_seconds}
+               "load_seconds": load_seconds,
+               "distribute": distribution.describe(model)}
+    if not distribution.is_chief:  # the chief alone evaluates, exports and writes the workdir
+        distribution.finish()
+        return metrics
     if validation is not None and validation.best_epoch is not None:
         metrics["best_epoch"] = validation.best_epoch
         metrics["validation_history"] = validation.history
     for part in ("valid",) if skip_test else ("valid", "test"):
         if getattr(split, part) is not None:
             eval_start = time.time()
-            metrics[part] = evaluate(model, split, part, tuple(config.eval.ks))
+            metrics[part] = evaluate(model, split, part, tuple(config.eval.ks),
+                                     users=valid_users if part == "valid" else None)
             metrics[f"{part}_eval_seconds"] = time.time() - eval_start
     for part in ("valid", "test"):
         if part in metrics:

@@ -569,15 +569,20 @@ def read_projector_config(log_dir):
 
 
 def _labelled_train(split, config):
-    """``split.train``, or when it has no item features (a CML run, which drops them) the same
-    data loaded again with features, used only to name and colour the items."""
+    """``split.train``, or when it has no item features (a CML run, which drops them) the named
+    data set loaded again from its folder with features, used only to name and colour the
+    items. A person's own files are never joined to a named data set here: only their config
+    can ask for that (``data.use_features``), and then ``split.train`` has the features."""
     train = split.train
-    if train.item_features is not None or config is None or "data" not in config:
+    data = config.get("data") if config is not None else None
+    if train.item_features is not None or data is None or data.get("train_path") \
+            or data.get("name") == "files":
         return train
     try:
         from cml_tf.data.from_config import load_data  # pylint: disable=import-outside-toplevel
-        data_config = config.data.copy_and_resolve_references()
+        data_config = data.copy_and_resolve_references()
         data_config.use_features = True
+        data_config.download = False  # a picture never downloads anything
         labelled = load_data(data_config).train
     except Exception as error:  # pylint: disable=broad-except  (no features: no labels)
         log.info("item map without labels: %s", error)
@@ -599,57 +604,91 @@ def _planted_labels(config, train):
     return np.char.add("cluster ", item_cluster.astype(str))
 
 
+NO_LABELS = "not coloured: the data has no item labels (tags or other item features)"
+
+
+def plot_item_map(model, train, labels=None, method: str = "tsne", max_items: int = 1000,
+                  n_labels: int = 10, seed: int = 0, path=None):
+    """The workdir's item map: the ``max_items`` most liked items of ``train`` (an
+    Interactions) at ``model.item_vectors``, coloured by ``labels`` (one per item; None: one
+    colour, and the title says why)."""
+    items = popular_items(train, max_items)
+    title = (f"{type(model).__name__} item space: the {len(items):,} most liked items "
+             f"({'t-SNE' if method == 'tsne' else 'PCA'})")
+    if labels is None:
+        title += "\n" + NO_LABELS
+    return plot_embedding_2d(
+        model.item_vectors[items], None if labels is None else labels[items], method=method,
+        max_points=len(items), seed=seed, max_labels=n_labels, title=title, path=path)
+
+
 def write_workdir_visuals(model, split, config, workdir, history=None, validation=None) -> dict:
     """What ``train_and_evaluate`` writes after training when ``config.viz.enabled``:
 
     * ``<workdir>/item_map.png``: the ``config.viz.max_items`` most liked items' vectors,
       mapped to 2-D with ``config.viz.method``, coloured by their most frequent common tag
-      (when the data set has item features, even if the model does not use them);
-    * ``<workdir>/training_curves.png``: loss parts and validation metrics per epoch;
+      (when the data set has item features, even if the model does not use them); without
+      labels (a person's own data) the map is one colour and its title says so;
+    * ``<workdir>/training_curves.png``: loss parts and validation metrics per epoch (they
+      never depend on labels);
     * ``<workdir>/tensorboard/projector_config.pbtxt`` + ``projector/{items,users}{,_metadata}
       .tsv``: the item and user vectors (up to ``config.viz.projector_max_rows`` each, the
       most active first) for TensorBoard's Embedding Projector.
 
-    Returns the paths written (for ``metrics.json``). A failure here is logged and returned as
-    ``{"error": ...}`` instead of raised: a picture must not cost a finished training run.
+    Returns the paths written (for ``metrics.json``). Each picture is made on its own: a
+    failure is logged and returned as ``{"error": ...}`` (``"<name>: <error>"`` per failed
+    picture) instead of raised, and does not stop the others; a picture must not cost a
+    finished training run.
     """
     workdir = pathlib.Path(workdir)
     viz_config = config.viz
-    result = {}
+    result, errors = {}, []
+    train, labels, n_labels = split.train, None, int(viz_config.get("n_labels", 10))
     try:
         train = _labelled_train(split, config)
-        n_labels = int(viz_config.get("n_labels", 10))
         labels = _planted_labels(config, train)
         if labels is not None:  # synthetic data: colour by the planted taste clusters
             n_labels = max(n_labels, min(20, len(np.unique(labels))))
         elif train.item_features is not None:
             labels = common_tag_labels(train.item_features, train.feature_names, n_labels,
                                        ignore=tuple(viz_config.get("ignore_tags", ())))
-        items = popular_items(train, int(viz_config.max_items))
-        name = type(model).__name__
-        method = viz_config.method
-        figure = plot_embedding_2d(
-            model.item_vectors[items], None if labels is None else labels[items],
-            method=method, max_points=len(items), seed=int(config.get("seed", 0)),
-            max_labels=n_labels,
-            title=f"{name} item space: the {len(items):,} most liked items "
-                  f"({'t-SNE' if method == 'tsne' else 'PCA'})",
-            path=workdir / MAP_FILE)
-        result["item_map"] = str(workdir / MAP_FILE)
-        if labels is not None:
+    except Exception as error:  # pylint: disable=broad-except
+        errors.append(f"labels: {type(error).__name__}: {error}")
+    name = type(model).__name__
+
+    def picture(key, make):
+        try:
+            result[key] = make()
+        except Exception as error:  # pylint: disable=broad-except
+            log.warning("writing %s failed: %s: %s", key, type(error).__name__, error)
+            errors.append(f"{key}: {type(error).__name__}: {error}")
+
+    def item_map():
+        figure = plot_item_map(model, train, labels, viz_config.method,
+                               int(viz_config.max_items), n_labels, int(config.get("seed", 0)),
+                               path=workdir / MAP_FILE)
+        drawn = figure.embedding_2d.labels
+        if drawn is not None and np.sum(drawn != OTHER) > 10:  # neighbour_agreement's k
             result["item_map_neighbour_agreement"] = neighbour_agreement(
-                figure.embedding_2d.xy, figure.embedding_2d.labels)
-        if history is not None or validation is not None:
-            plot_training_curves(history, validation, title=f"{name} training",
-                                 path=workdir / CURVES_FILE)
-            result["training_curves"] = str(workdir / CURVES_FILE)
+                figure.embedding_2d.xy, drawn)
+        return str(workdir / MAP_FILE)
+
+    def curves():
+        plot_training_curves(history, validation, title=f"{name} training",
+                             path=workdir / CURVES_FILE)
+        return str(workdir / CURVES_FILE)
+
+    def projector():
         cap = int(viz_config.get("projector_max_rows", 100_000))
-        config_path = export_projector(
+        return str(export_projector(
             workdir / "tensorboard", model.item_vectors, model.user_vectors,
             item_metadata=item_metadata(train, labels), user_metadata=user_metadata(train, labels),
-            items=popular_items(train, cap), users=active_users(train, cap))
-        result["projector_config"] = str(config_path)
-    except Exception as error:  # pylint: disable=broad-except
-        log.warning("writing the workdir's pictures failed: %s: %s", type(error).__name__, error)
-        result["error"] = f"{type(error).__name__}: {error}"
+            items=popular_items(train, cap), users=active_users(train, cap)))
+
+    picture("item_map", item_map)
+    if history is not None or validation is not None:
+        picture("training_curves", curves)
+    picture("projector_config", projector)
+    if errors:
+        result["error"] = "; ".join(errors)
     return result

@@ -162,6 +162,7 @@ def test_notebook_runs_top_to_bottom(name, shared_data_dir, tmp_path):
     seconds = time.time() - start
     output = text_output(notebook)
     assert "Traceback" not in output
+    assert "failed call to cuInit" not in output  # TensorFlow's C++ start-up noise
     assert images(notebook) >= 2  # the curves and the maps are drawn
     assert (tmp_path / "work" / "saved_model" / "1" / "saved_model.pb").exists()
     citeulike = parameters["DATA_DIR"].endswith("citeulike-t") and \
@@ -245,3 +246,14 @@ def test_setup_cell_asks_for_a_restart_when_tf_keras_is_already_keras_3(tmp_path
                           cwd=COLAB, env=env, timeout=300)
     assert done.returncode != 0
     assert "Restart the runtime" in done.stderr and "RuntimeError" in done.stderr
+
+
+def test_setup_cell_hides_tensorflows_start_up_errors():
+    """No "E ... failed call to cuInit" line on a machine without a GPU (the setup cell asks
+    TensorFlow for its GPUs); a TF_CPP_MIN_LOG_LEVEL the user set would be kept."""
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    done = subprocess.run([sys.executable, "-c", setup_source()], capture_output=True, text=True,
+                          cwd=COLAB, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "GPUs:" in done.stdout
+    assert "cuInit" not in done.stderr and " E " not in done.stderr, done.stderr[-3000:]

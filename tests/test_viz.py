@@ -2,6 +2,7 @@
 training curves from a fit, a callback and a workdir; projector files TensorBoard accepts."""
 
 import json
+import logging
 import pathlib
 import types
 
@@ -304,5 +305,107 @@ def test_a_failing_picture_does_not_fail_the_run(tmp_path, monkeypatch):
 
     monkeypatch.setattr(viz, "plot_embedding_2d", broken)
     metrics = train.train_and_evaluate(small_config(), str(tmp_path / "run"))
-    assert metrics["viz"] == {"error": "RuntimeError: no fonts"}
+    assert metrics["viz"]["error"] == "item_map: RuntimeError: no fonts"
     assert (tmp_path / "run" / "metrics.json").exists()
+    # The other pictures do not depend on the map.
+    check_png(tmp_path / "run" / "training_curves.png", 1100, 400)
+    assert (tmp_path / "run" / "tensorboard" / "projector_config.pbtxt").exists()
+
+
+# ---- a person's own data ----------------------------------------------------------------------
+
+
+def load_config_file(name):
+    import importlib.util  # pylint: disable=import-outside-toplevel
+    path = pathlib.Path(__file__).resolve().parents[1] / "configs" / name
+    spec = importlib.util.spec_from_file_location(f"config_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
+def own_split_files(folder):
+    """train/valid/test.csv of a small planted split, as a person would bring it."""
+    import pandas as pd  # pylint: disable=import-outside-toplevel
+    from cml_tf.data import make_synthetic, split_per_user  # pylint: disable=import-outside-toplevel
+    data = make_synthetic(n_users=200, n_items=150, n_clusters=4, mean_per_user=10,
+                          with_features=False)
+    split = split_per_user(data, seed=0)
+    paths = {}
+    for part in ("train", "valid", "test"):
+        users, items = getattr(split, part).pairs()
+        paths[part] = folder / f"{part}.csv"
+        pd.DataFrame({"user": data.user_ids[users], "item": data.item_ids[items]}).to_csv(
+            paths[part], index=False)
+    return paths
+
+
+HISTORY = {"loss": [3.0, 2.5, 2.2], "metric_loss": [3.0, 2.5, 2.2]}
+VALIDATION = [{"epoch": 1, "recall@50": 0.2}, {"epoch": 3, "recall@50": 0.3}]
+
+
+def visuals_of_own_data(config_name, tmp_path, monkeypatch):
+    """write_workdir_visuals of an (untrained) CML on own files, offline: CML_TF_DATA is an
+    empty folder and every download address a folder that does not exist."""
+    from cml_tf.data.from_config import load_data  # pylint: disable=import-outside-toplevel
+    from cml_tf.models import CML  # pylint: disable=import-outside-toplevel
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    monkeypatch.setenv("CML_TF_DATA", str(cache))
+    monkeypatch.setenv("CML_TF_CITEULIKE_T_URL", str(tmp_path / "offline"))
+    config = load_config_file(config_name)
+    paths = own_split_files(tmp_path)
+    config.data.update(train_path=str(paths["train"]), valid_path=str(paths["valid"]),
+                       test_path=str(paths["test"]))
+    config.viz.method = "pca"
+    split = load_data(config.data)
+    model = CML.from_interactions(split.train, dim=8, seed=0)
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    result = viz.write_workdir_visuals(model, split, config, workdir, HISTORY, VALIDATION)
+    return result, workdir, cache, (model, split)
+
+
+@pytest.mark.parametrize("config_name", ["citeulike_t.py", "default.py", "own_data.py"])
+def test_own_data_pictures_never_touch_a_named_data_set(config_name, tmp_path, monkeypatch,
+                                                         caplog):
+    caplog.set_level(logging.INFO)
+    result, workdir, cache, _ = visuals_of_own_data(config_name, tmp_path, monkeypatch)
+    assert list(cache.iterdir()) == []  # no download tried, no empty cache folder
+    assert "error" not in result, result
+    assert "features_from" not in caplog.text and "download" not in caplog.text
+    check_png(workdir / "item_map.png", 900, 750)
+    check_png(workdir / "training_curves.png", 1100, 400)
+    assert "item_map_neighbour_agreement" not in result  # no labels, nothing to agree with
+
+
+def test_a_map_without_labels_says_so(tmp_path, monkeypatch):
+    _, _, _, (model, split) = visuals_of_own_data("default.py", tmp_path, monkeypatch)
+    figure = viz.plot_item_map(model, split.train, None, method="pca", max_items=100)
+    assert viz.NO_LABELS in figure.axes[0].get_title()
+    labels = np.array(["a", "b"] * (split.train.n_items // 2) + ["a"] * (split.train.n_items % 2))
+    figure = viz.plot_item_map(model, split.train, labels, method="pca", max_items=100)
+    assert viz.NO_LABELS not in figure.axes[0].get_title()
+
+
+def test_few_labelled_items_still_give_the_map_and_the_curves(tmp_path):
+    """Labels on fewer items than the agreement's k: the map is drawn, the curves are too."""
+    from cml_tf.data import Interactions, make_synthetic  # pylint: disable=import-outside-toplevel
+    from cml_tf.data.split import split_per_user  # pylint: disable=import-outside-toplevel
+    from cml_tf.models import CML  # pylint: disable=import-outside-toplevel
+    from cml_tf.config import get_config  # pylint: disable=import-outside-toplevel
+    data = make_synthetic(n_users=200, n_items=150, n_clusters=4, mean_per_user=10,
+                          with_features=False)
+    features = sp.csr_matrix((np.ones(5), (np.arange(5), np.zeros(5))), shape=(150, 1))
+    data = Interactions(data.matrix, data.user_ids, data.item_ids, item_features=features,
+                        feature_names=["rare tag"])
+    split = split_per_user(data, seed=0)
+    config = get_config()
+    config.data.name = "files"
+    config.viz.method = "pca"
+    model = CML.from_interactions(split.train, dim=8, seed=0)
+    result = viz.write_workdir_visuals(model, split, config, tmp_path, HISTORY, VALIDATION)
+    assert "error" not in result, result
+    check_png(tmp_path / "item_map.png", 900, 750)
+    check_png(tmp_path / "training_curves.png", 1100, 400)
+    assert "item_map_neighbour_agreement" not in result

@@ -7,8 +7,11 @@ short line elsewhere is an error.
 """
 
 import io
+import lzma
 import os
 import pathlib
+import zipfile
+import zlib
 from typing import Dict, Optional, Sequence, Union
 
 import numpy as np
@@ -54,6 +57,11 @@ def read_table(path: PathLike, *, sep: str, names: Optional[Sequence[str]] = Non
     except (pd.errors.ParserError, ValueError, UnicodeDecodeError) as error:
         message = str(error).strip().splitlines()[-1] if str(error).strip() else repr(error)
         raise DataError(f"{what} {path}: cannot be parsed: {message}") from None
+    except (EOFError, OSError, lzma.LZMAError, zlib.error, zipfile.BadZipFile) as error:
+        # A truncated or corrupt compressed file (.gz, .bz2, .xz, .zip), or an unreadable one.
+        reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
+        raise DataError(f"{what} {path}: cannot be read: {reason} (a truncated or corrupt "
+                        "download?)") from None
     return drop_trailing_blank_rows(frame)
 
 

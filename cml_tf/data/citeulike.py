@@ -17,10 +17,13 @@ are a binary bag of tags, keeping a tag when it is on at least ``min_tag_count``
 On the published files this gives 7,947 users, 25,975 items and 134,860 interactions (the
 paper's Table 1 says 142,794 ratings, a figure inflated by the leading-count bug).
 
-Ids: user ``u``'s raw id is ``str(u)`` (its line number, 0-based); item ``i``'s raw id is
-``str(i)``, and item index ``i`` is raw id ``str(i)``: all ids ``0..max`` seen in ``users.dat``
-are present, in numeric order, even an item nobody saved. Users keep line order (a user line
-``0`` with no items stays as an empty row).
+Ids: user ``u``'s raw id is ``str(u)`` (its line number, 0-based); items are in numeric order
+of their raw ids. Ids are identities, never array sizes: when the item ids of ``users.dat`` are
+a numbering (at least half of ``0..max`` occur, as in the published files: 25,584 of
+``0..25,974`` are saved) every id ``0..max`` is an item, even one nobody saved, and item index
+``i`` is raw id ``str(i)`` (the paper's 25,975 items); otherwise (say a few ids of 11 digits)
+only the ids that occur are items. Users keep line order (a user line ``0`` with no items stays
+as an empty row).
 
 Strictness: a malformed token, a negative or non-numeric id, a count that disagrees with the
 number of ids on its line, a blank line between data lines, or an empty file raise
@@ -116,29 +119,39 @@ def load_citeulike_t(data_dir: PathLike, min_tag_count: int = 5,
     if len(items) == 0:
         raise DataError(f"{path}: no user has any item (every line is '0')")
     n_users = len(lengths)
-    n_items = int(items.max()) + 1
+    item_ids, columns = _item_index(items)
     indptr = np.concatenate([[0], np.cumsum(lengths)])
-    matrix = sp.csr_matrix((np.ones(len(items), np.float32), items, indptr),
-                           shape=(n_users, n_items))
+    matrix = sp.csr_matrix((np.ones(len(items), np.float32), columns, indptr),
+                           shape=(n_users, len(item_ids)))
     matrix.sum_duplicates()
     if matrix.nnz < len(items):
         log.warning("%s: %d repeated items within user lines collapsed", path,
                     len(items) - matrix.nnz)
         matrix.data[:] = 1.0
-    data = Interactions(matrix, np.arange(n_users).astype(str), np.arange(n_items).astype(str),
-                        name=NAME)
+    data = Interactions(matrix, np.arange(n_users).astype(str), item_ids.astype(str), name=NAME)
     if not with_features:
         return data
     feature_ids, features, names = load_citeulike_t_tag_features(folder, min_tag_count)
     return join_item_features(data, feature_ids, features, names)
 
 
+def _item_index(items: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """``(item raw ids in numeric order, column of every entry of items)`` (module docstring)."""
+    distinct, columns = np.unique(items, return_inverse=True)
+    if int(distinct[-1]) + 1 <= 2 * len(distinct):  # a numbering: every number is an item
+        return np.arange(int(distinct[-1]) + 1), items
+    log.info("%s: %d distinct item ids up to %d are not a numbering 0..max; indexing only the "
+             "ids that occur", NAME, len(distinct), distinct[-1])
+    return distinct, columns
+
+
 def load_citeulike_t_tag_features(data_dir: PathLike, min_tag_count: int = 5
                                   ) -> Tuple[np.ndarray, sp.csr_matrix, np.ndarray]:
     """citeulike-t's binary bag-of-tags features keyed by raw item id.
 
-    Returns ``(item_raw_ids, features, names)``: ``item_raw_ids`` are ``"0" .. str(max item in
-    tag-item.dat)``, ``features`` is the (items x kept tags) binary CSR float32 matrix and
+    Returns ``(item_raw_ids, features, names)``: ``item_raw_ids`` are the item ids of
+    tag-item.dat as for ``users.dat`` (see the module docstring: ``"0" .. str(max)`` for a
+    numbering), ``features`` is the (items x kept tags) binary CSR float32 matrix and
     ``names`` the kept tags' names (from ``tags.dat``), in tag-line order. A tag is kept when at
     least ``min_tag_count`` distinct items carry it. Join the result to any
     :class:`Interactions` with :func:`cml_tf.data.features.join_item_features`.
@@ -155,10 +168,10 @@ def load_citeulike_t_tag_features(data_dir: PathLike, min_tag_count: int = 5
     if len(items) == 0:
         raise DataError(f"{tag_item_path}: no tag is on any item (every line is '0')")
     tags = np.repeat(np.arange(len(lengths)), lengths)
-    n_items = int(items.max()) + 1
+    item_ids, columns = _item_index(items)
     # tags x items, binary (a tag listed twice for one item counts once).
-    tag_items = sp.csr_matrix((np.ones(len(items), np.float32), (tags, items)),
-                              shape=(len(lengths), n_items))
+    tag_items = sp.csr_matrix((np.ones(len(items), np.float32), (tags, columns)),
+                              shape=(len(lengths), len(item_ids)))
     tag_items.sum_duplicates()
     tag_items.data[:] = 1.0
     kept = np.flatnonzero(np.diff(tag_items.indptr) >= min_tag_count)
@@ -169,4 +182,4 @@ def load_citeulike_t_tag_features(data_dir: PathLike, min_tag_count: int = 5
              min_tag_count)
     features = tag_items[kept].T.tocsr()
     features.sort_indices()
-    return np.arange(n_items).astype(str), features, names[kept]
+    return item_ids.astype(str), features, names[kept]

@@ -8,10 +8,19 @@ so. When no digest is pinned the file is used unverified and a warning is logged
 
 Archives (zip, tar, tar.gz, ...) are checked member by member BEFORE anything is written:
 absolute paths, ``..`` components, links pointing outside the folder, and device or FIFO
-entries are rejected. They are unpacked into a temporary folder next to the target; when the
-archive holds a single top-level folder (``ml-100k/u.data``) its contents are moved up, so the
-target folder ends up holding the data set's files under their own names. The archive is then
-deleted.
+entries are rejected, and so is an archive that would unpack to more than ``max_file_bytes``
+in one file (default :data:`MAX_FILE_BYTES`, 16 GiB), ``max_total_bytes`` in all (default
+:data:`MAX_TOTAL_BYTES`, 32 GiB), or, above 64 MiB, more than ``max_ratio`` (default
+:data:`MAX_RATIO`, 100) times the archive's own size: a "zip bomb". The real data sets are far
+inside these limits (MovieLens-25M: 1.1 GB from a 250 MB zip; EchoNest's triplets: 2.9 GB,
+ratio about 6). The sizes checked are the members' declared sizes, which bound what is written:
+tar members are exactly that long, and Python's zipfile stops at a member's declared size (and
+fails its CRC check if the data is longer). Links are checked a second time while unpacking
+(Python's tar ``data`` filter, which also catches a chain of links that leaves the folder). A
+truncated or corrupt archive raises :class:`DataError` like every other problem here. Archives
+are unpacked into a temporary folder next to the target; when the archive holds a single
+top-level folder (``ml-100k/u.data``) its contents are moved up, so the target folder ends up
+holding the data set's files under their own names. The archive is then deleted.
 
 Any URL that ``urllib`` opens works, including ``file://`` URLs (used by the tests and for local
 mirrors); a base "URL" without a scheme is taken as a local folder.
@@ -20,6 +29,8 @@ mirrors); a base "URL" without a scheme is taken as a local folder.
 import dataclasses
 import hashlib
 import logging
+import lzma
+import math
 import os
 import pathlib
 import posixpath
@@ -31,6 +42,7 @@ import tempfile
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from typing import List, Optional, Union
 
 from cml_tf.data.errors import DataError
@@ -40,6 +52,11 @@ log = logging.getLogger(__name__)
 PathLike = Union[str, os.PathLike]
 
 _CHUNK = 1 << 20
+MAX_FILE_BYTES = 16 << 30
+MAX_TOTAL_BYTES = 32 << 30
+MAX_RATIO = 100
+_RATIO_FLOOR = 64 << 20  # small archives may compress better than MAX_RATIO (a file of zeros)
+_TAR_FILTER_ERROR = getattr(tarfile, "FilterError", ())  # Python >= 3.11.4 / 3.10.12
 _DRIVE = re.compile(r"^[A-Za-z]:")
 
 
@@ -161,23 +178,71 @@ def _verify(source: RemoteFile, url: str, digests) -> None:
 # ---- archives -------------------------------------------------------------------------------
 
 
-def safe_extract(archive: PathLike, folder: PathLike) -> List[pathlib.Path]:
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """How large an archive may unpack (see the module docstring)."""
+
+    max_file_bytes: int = MAX_FILE_BYTES
+    max_total_bytes: int = MAX_TOTAL_BYTES
+    max_ratio: float = MAX_RATIO
+
+    def check(self, archive: pathlib.Path, sizes):
+        """DataError when the members' ``(name, size)`` break a limit, naming it."""
+        total = 0
+        for name, size in sizes:
+            if size > self.max_file_bytes:
+                raise DataError(f"{archive}: refusing to extract member {name!r}: it unpacks "
+                                f"to {_bytes(size)}, above the limit of "
+                                f"{_bytes(self.max_file_bytes)} per file (max_file_bytes)")
+            total += size
+        if total > self.max_total_bytes:
+            raise DataError(f"{archive}: refusing to extract: it unpacks to {_bytes(total)}, "
+                            f"above the limit of {_bytes(self.max_total_bytes)} in all "
+                            "(max_total_bytes)")
+        packed = max(archive.stat().st_size, 1)
+        if total > _RATIO_FLOOR and total > self.max_ratio * packed:
+            raise DataError(f"{archive}: refusing to extract: {_bytes(packed)} unpack to "
+                            f"{_bytes(total)}, more than {self.max_ratio:g} times the archive "
+                            "(max_ratio; a zip bomb?)")
+
+
+def _bytes(n: int) -> str:
+    if n < 1024:
+        return f"{n:,} bytes"
+    exponent = min(3, int(math.log(n, 1024)))
+    return f"{n / 1024 ** exponent:.1f} {('KiB', 'MiB', 'GiB')[exponent - 1]}"
+
+
+def safe_extract(archive: PathLike, folder: PathLike, limits: Limits = Limits()
+                 ) -> List[pathlib.Path]:
     """Unpacks a zip or tar archive into ``folder`` safely; returns the files written.
 
-    Every member is checked first (see the module docstring); a single top-level folder in the
-    archive is stripped. Existing files of the same name are replaced.
+    Every member is checked first (see the module docstring), against ``limits`` too; a single
+    top-level folder in the archive is stripped. Existing files of the same name are replaced.
+    Raises :class:`DataError` for an unsafe, oversized, truncated or corrupt archive.
     """
     archive = pathlib.Path(archive)
     folder = pathlib.Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     staging = pathlib.Path(tempfile.mkdtemp(dir=folder, prefix=".extract-"))
     try:
-        if zipfile.is_zipfile(archive):
-            _extract_zip(archive, staging)
-        elif tarfile.is_tarfile(archive):
-            _extract_tar(archive, staging)
-        else:
-            raise DataError(f"{archive} is neither a zip nor a tar archive")
+        try:
+            if zipfile.is_zipfile(archive):
+                _extract_zip(archive, staging, limits)
+            elif tarfile.is_tarfile(archive):
+                _extract_tar(archive, staging, limits)
+            else:
+                raise DataError(f"{archive} is neither a zip nor a tar archive")
+        except _TAR_FILTER_ERROR as error:  # a link that leaves the folder, found on the way
+            raise DataError(f"{archive}: refusing to extract: {error}") from None
+        except (EOFError, tarfile.TarError, zipfile.BadZipFile, zlib.error, lzma.LZMAError,
+                NotImplementedError) as error:
+            raise DataError(f"{archive}: the archive is truncated, corrupt or of a kind "
+                            "Python cannot unpack "
+                            f"({str(error) or type(error).__name__})") from None
+        except OSError as error:
+            raise DataError(f"{archive}: cannot be unpacked into {folder}: "
+                            f"{error.strerror or error}") from None
         root = staging
         entries = [p for p in staging.iterdir() if p.name != "__MACOSX"]
         if len(entries) == 1 and entries[0].is_dir() and not entries[0].is_symlink():
@@ -218,7 +283,7 @@ def _check_link(archive: pathlib.Path, name: str, target: str, relative_to_membe
                         "outside the folder")
 
 
-def _extract_zip(archive: pathlib.Path, staging: pathlib.Path) -> None:
+def _extract_zip(archive: pathlib.Path, staging: pathlib.Path, limits: Limits) -> None:
     with zipfile.ZipFile(archive) as handle:
         members = handle.infolist()
         for info in members:
@@ -226,12 +291,15 @@ def _extract_zip(archive: pathlib.Path, staging: pathlib.Path) -> None:
             mode = info.external_attr >> 16
             if (mode & 0o170000) == 0o120000:  # a symbolic link stored Unix-style
                 _check_link(archive, name, handle.read(info).decode("utf-8", "replace"), True)
+        limits.check(archive, ((info.filename, info.file_size) for info in members))
         handle.extractall(staging)
 
 
-def _extract_tar(archive: pathlib.Path, staging: pathlib.Path) -> None:
+def _extract_tar(archive: pathlib.Path, staging: pathlib.Path, limits: Limits) -> None:
     with tarfile.open(archive, "r:*") as handle:
         members = handle.getmembers()
+        limits.check(archive, ((member.name, member.size) for member in members
+                               if member.isfile()))
         for member in members:
             name = _check_name(archive, member.name)
             if member.issym():

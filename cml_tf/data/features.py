@@ -103,6 +103,10 @@ def extend_catalogue(interactions: Interactions, item_ids: Sequence[str]) -> Int
 NEW_ITEM_COLUMNS = ("item", "feature", "value")
 
 
+class NewItemsError(DataError):
+    """A new items file (:func:`read_item_features`) that cannot be used."""
+
+
 def read_item_features(path, feature_names: Sequence[str]) -> Tuple[np.ndarray, sp.csr_matrix]:
     """``(item ids, features)`` of the items in a feature table, in the columns of
     ``feature_names`` (a trained model's feature vocabulary).
@@ -113,8 +117,17 @@ def read_item_features(path, feature_names: Sequence[str]) -> Tuple[np.ndarray, 
     the column is absent; repeated pairs are summed). Items come out in order of first
     appearance. Rows naming a feature the model does not know are ignored (counted in a logged
     warning); an item left without any known feature, an empty field or an id with leading or
-    trailing spaces raises :class:`DataError`.
+    trailing spaces raises :class:`NewItemsError` (a :class:`DataError`).
     """
+    try:
+        return _read_item_features(path, feature_names)
+    except NewItemsError:
+        raise
+    except DataError as error:
+        raise NewItemsError(str(error)) from None
+
+
+def _read_item_features(path, feature_names):
     from cml_tf.data import _pandas_io  # pylint: disable=import-outside-toplevel
     from cml_tf.data.files import file_format  # pylint: disable=import-outside-toplevel
 

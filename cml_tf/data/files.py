@@ -8,9 +8,11 @@ the text formats and handled by pandas):
 * ``.parquet``: a Parquet table.
 
 Each row is one interaction: a user id column (default ``user``), an item id column (default
-``item``) and optionally a positive weight column. Ids are read as strings exactly as written
-(``"007"`` stays ``"007"``; ``NA`` or ``null`` are ids, not missing values); in Parquet, integer
-id columns become their decimal text. Text files may start with a UTF-8 BOM and use CRLF.
+``item``) and optionally a positive weight column. Ids are read as strings as written
+(``"007"`` stays ``"007"``; ``NA`` or ``null`` are ids, not missing values), except that leading
+and trailing whitespace is removed (``" u1"`` is ``"u1"``; a warning counts the ids changed); in
+Parquet, integer id columns become their decimal text. Text files may start with a UTF-8 BOM and
+use CRLF.
 
 Without a weight column every distinct (user, item) pair is one interaction of weight 1 (a pair
 listed twice counts once); with one, the weights of repeated pairs are summed and must be finite
@@ -18,7 +20,8 @@ and non-negative (zero-weight rows are not interactions).
 
 Ids are indexed in order of first appearance. :func:`load_split_files` reads a split made
 elsewhere: the id maps come from the training file only, and held-out rows are mapped onto them
-(see :class:`SplitFiles`).
+(see :func:`load_split_files`); a held-out file none of whose users is in the training file is
+refused (it could only give empty metrics).
 """
 
 import logging
@@ -82,8 +85,12 @@ def read_interaction_table(path: PathLike, user_col: str = "user", item_col: str
         _pandas_io.require_columns(frame, wanted, path, "interaction file")
     if len(frame) == 0:
         raise DataError(f"interaction file {path} has a header but no rows")
-    users = _id_column(frame, user_col, path, header_lines)
-    items = _id_column(frame, item_col, path, header_lines)
+    users, stripped_users = _id_column(frame, user_col, path, header_lines)
+    items, stripped_items = _id_column(frame, item_col, path, header_lines)
+    if stripped_users or stripped_items:
+        log.warning("%s: removed leading/trailing spaces from %d %s ids and %d %s ids (' a ' "
+                    "and 'a' are one id)", path, stripped_users, user_col, stripped_items,
+                    item_col)
     weights = None
     if weight_col:
         weights = _pandas_io.float_column(frame, weight_col, path, header_lines, weight_col)
@@ -150,6 +157,12 @@ def _held_out(train: Interactions, path: PathLike, split: str, user_col: str, it
     cols = pd.Index(train.item_ids).get_indexer(items)
     known_user = rows >= 0
     n_unknown_users = int((~known_user).sum())
+    if n_unknown_users == len(users):
+        examples = ", ".join(repr(str(user)) for user in users[:3])
+        raise DataError(f"{split} file {path}: all {n_unknown_users} rows name users that are "
+                        f"not in the training file (e.g. {examples}); "
+                        f"nothing could be evaluated. Are both files from the same data, with "
+                        f"the same {user_col!r} column?")
     if n_unknown_users:
         log.warning("%s (%s): %d rows name users that are not in the training file; dropped",
                     split, path, n_unknown_users)
@@ -197,7 +210,8 @@ def _read_parquet(path: pathlib.Path, wanted) -> pd.DataFrame:
 
 
 def _id_column(frame: pd.DataFrame, column: str, path: pathlib.Path,
-               header_lines: Optional[int]) -> np.ndarray:
+               header_lines: Optional[int]) -> Tuple[np.ndarray, int]:
+    """The column's ids as str, surrounding whitespace removed, and how many had some."""
     series = frame[column]
     missing = np.flatnonzero(np.asarray(pd.isna(series)))
     if len(missing):
@@ -206,11 +220,14 @@ def _id_column(frame: pd.DataFrame, column: str, path: pathlib.Path,
         values = series.to_numpy()
         if np.all(values == np.floor(values)):
             series = series.astype(np.int64)
-    values = series.astype(str).to_numpy(dtype=str)
+    raw = series.astype(str)
+    values = raw.str.strip()
+    n_stripped = int((values != raw).sum())
+    values = values.to_numpy(dtype=str)
     empty = np.flatnonzero(values == "")
     if len(empty):
         raise _row_error(path, empty[0], header_lines, f"empty {column} id")
-    return values
+    return values, n_stripped
 
 
 def _row_error(path, position: int, header_lines: Optional[int], message: str) -> DataError:

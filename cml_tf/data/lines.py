@@ -38,6 +38,11 @@ def require_folder(folder: PathLike, expected: Sequence[str], dataset: str,
         raise DataError(
             f"{dataset}: folder {folder} does not exist; expected it to hold "
             f"{', '.join(expected)}.{(' ' + hint) if hint else ''}")
+    not_files = [name for name in expected if (folder / name).exists()
+                 and not (folder / name).is_file()]
+    if not_files:
+        raise DataError(f"{dataset}: {folder / not_files[0]} is a folder, expected the file "
+                        f"{not_files[0]}")
     missing = [name for name in expected if not (folder / name).is_file()]
     if missing:
         raise DataError(

@@ -132,6 +132,13 @@ def ensure_files(spec: DatasetSpec, data_dir: Optional[PathLike] = None, downloa
                  base_url: Optional[str] = None, progress: bool = True) -> pathlib.Path:
     """The folder holding ``spec``'s files, downloading them first when absent and allowed."""
     folder = pathlib.Path(data_dir).expanduser() if data_dir else default_data_dir(spec.name)
+    if folder.exists() and not folder.is_dir():
+        raise DataError(f"{spec.name}: data_dir {folder} is a file, expected a folder holding "
+                        f"{', '.join(spec.expected)}")
+    for name in spec.required:
+        if (folder / name).exists() and not (folder / name).is_file():
+            raise DataError(f"{spec.name}: {folder / name} is a folder, expected the file "
+                            f"{name}")
     missing = [f for f in spec.required if not (folder / f).is_file()]
     if not missing:
         return folder
@@ -146,21 +153,35 @@ def ensure_files(spec: DatasetSpec, data_dir: Optional[PathLike] = None, downloa
     url = base_url or os.environ.get(url_env_var(spec.name)) or spec.base_url
     log.info("%s: downloading %s from %s into %s", spec.name,
              ", ".join(s.filename for s in spec.sources), url, folder)
-    for source in spec.sources:
-        if not source.extract and (folder / source.filename).is_file():
-            continue
-        try:
+    created = _missing_ancestors(folder)
+    try:
+        for source in spec.sources:
+            if not source.extract and (folder / source.filename).is_file():
+                continue
             fetch(source, url, folder, progress=progress)
-        except DownloadError as error:
-            raise DownloadError(
-                f"{spec.name}: {error}. Without network access, {where}; or set "
-                f"{url_env_var(spec.name)} to a mirror holding "
-                f"{', '.join(s.filename for s in spec.sources)}.") from None
+    except DownloadError as error:
+        raise DownloadError(
+            f"{spec.name}: {error}. Without network access, {where}; or set "
+            f"{url_env_var(spec.name)} to a mirror holding "
+            f"{', '.join(s.filename for s in spec.sources)}.") from None
+    finally:
+        for path in created:  # a failed download leaves no empty cache folders behind
+            if path.is_dir() and not any(path.iterdir()):
+                path.rmdir()
     still_missing = [f for f in spec.required if not (folder / f).is_file()]
     if still_missing:
         raise DataError(f"{spec.name}: downloaded, but {', '.join(still_missing)} is still "
                         f"missing in {folder}")
     return folder
+
+
+def _missing_ancestors(folder: pathlib.Path) -> List[pathlib.Path]:
+    """``folder`` and its parents that do not exist yet, innermost first."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
 
 
 def load(name: str, data_dir: Optional[PathLike] = None, download: bool = True,

@@ -17,7 +17,7 @@ class CovarianceRegularizer(tf.keras.layers.Layer):
 
     def call(self, vectors):
         vectors = tf.convert_to_tensor(vectors)
-        n = tf.cast(tf.shape(vectors)[0], vectors.dtype)
+        n = tf.maximum(tf.cast(tf.shape(vectors)[0], vectors.dtype), 1.0)  # 0 rows: L_c = 0
         centered = vectors - tf.reduce_mean(vectors, axis=0, keepdims=True)
         covariance = tf.matmul(centered, centered, transpose_a=True) / n
         off_diagonal = tf.reduce_sum(tf.square(covariance)) - tf.reduce_sum(

@@ -4,6 +4,8 @@ import math
 
 import tensorflow as tf
 
+ShardedVariable = tf.__internal__.distribute.ShardedVariable
+
 
 class UnitBallInitializer(tf.keras.initializers.Initializer):
     """Rows drawn from N(0, 1/r) (standard deviation 1/sqrt(r)), then censored into the ball."""
@@ -19,6 +21,25 @@ class UnitBallInitializer(tf.keras.initializers.Initializer):
 
     def get_config(self):
         return {"seed": self.seed}
+
+
+def lookup(table, indices) -> tf.Tensor:
+    """Rows ``table[indices]`` (any shape of indices) of a variable or of a table sharded over
+    parameter servers (a ``ShardedVariable``, see :mod:`cml_tf.distribute`): each shard is read
+    at its own rows only, and its gradient is an ``IndexedSlices`` of those rows.
+
+    ``tf.gather`` on a ``ShardedVariable`` reads the right rows but returns them grouped by
+    shard, not in the order of ``indices`` (TensorFlow 2.20's ``ShardedVariable.sparse_read``);
+    ``tf.nn.embedding_lookup`` puts them back in order.
+    """
+    if isinstance(table, ShardedVariable):
+        return tf.nn.embedding_lookup(table, indices)
+    return tf.gather(table, indices)
+
+
+def shards(table) -> list:
+    """The variables that hold ``table``: its shards in row order, or the table itself."""
+    return list(table.variables) if isinstance(table, ShardedVariable) else [table]
 
 
 def censor(rows: tf.Tensor) -> tf.Tensor:
@@ -46,7 +67,7 @@ class UnitBallEmbedding(tf.keras.layers.Layer):
             initializer=UnitBallInitializer(seed), trainable=True)
 
     def call(self, indices):
-        return tf.gather(self.embeddings, indices)
+        return lookup(self.embeddings, indices)
 
     def censor_rows(self, indices: tf.Tensor):
         """Projects the given rows back into the unit ball, in place.
@@ -55,7 +76,7 @@ class UnitBallEmbedding(tf.keras.layers.Layer):
         scatter's write order does not matter (and no ``tf.unique``, which XLA cannot compile).
         """
         indices = tf.reshape(indices, [-1])
-        rows = tf.gather(self.embeddings, indices)
+        rows = lookup(self.embeddings, indices)
         return self.embeddings.scatter_update(tf.IndexedSlices(censor(rows), indices))
 
     def get_config(self):

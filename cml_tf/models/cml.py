@@ -21,6 +21,9 @@ positive pairs (i, j) does, on device (paper section 3.5):
    size of the tables. Under a ``tf.distribute`` strategy the touched rows of all replicas are
    censored, so rows updated through another replica's gradients are censored too. With
    :class:`~cml_tf.optimizers.SparseAdagrad` the optimizer censors the rows as it writes them.
+   Under ``ParameterServerStrategy`` the tables are sharded over the ps tasks
+   (:mod:`cml_tf.distribute`): rows are read with :func:`~cml_tf.layers.embedding.lookup`, and
+   each shard's gradient, update and censoring touch only that shard's rows of the step.
 
 Scores are minus squared distances: ``score(users)[b, j] = -||u_b - v_j||^2`` (higher is better).
 """
@@ -29,7 +32,7 @@ import numpy as np
 import tensorflow as tf
 
 from cml_tf.layers.covariance import CovarianceRegularizer
-from cml_tf.layers.embedding import UnitBallEmbedding, censor
+from cml_tf.layers.embedding import UnitBallEmbedding, censor, lookup, shards
 from cml_tf.layers.feature_prior import FeaturePrior, SparseRows
 from cml_tf.layers.sampler import NegativeSampler
 from cml_tf.layers.warp import WarpHingeLoss
@@ -183,12 +186,13 @@ class CML(OneIteratorFit, TopK, tf.keras.Model):
         if not optimizer_censors:
             self._censor(users, touched_items)
 
-        n = tf.cast(tf.size(users), tf.float32)
-        # Per positive pair; the parts are weighted, so loss = metric + covariance + feature.
+        # Per positive pair; the parts are weighted, so loss = metric + covariance + feature. A
+        # replica can get no pairs (a last batch smaller than the replicas): its logs are 0.
+        n = tf.maximum(tf.cast(tf.size(users), tf.float32), 1.0)
         logs = {"loss": total / n, "metric_loss": metric_loss / n,
-                "impostor_fraction": tf.reduce_mean(
-                    tf.cast(impostors, tf.float32)) / self.num_negatives,
-                "rank_weight": tf.reduce_mean(weight)}
+                "impostor_fraction": tf.reduce_sum(
+                    tf.cast(impostors, tf.float32)) / n / self.num_negatives,
+                "rank_weight": tf.reduce_sum(weight) / n}
         if self.lambda_c:
             logs["covariance_loss"] = self.lambda_c * covariance_loss / n
         if self.prior is not None:
@@ -206,8 +210,8 @@ class CML(OneIteratorFit, TopK, tf.keras.Model):
         if self._sampling_function is None:
             def sample(users):
                 negatives, valid = self.sampler(users, self.num_negatives)
-                anchor = tf.gather(self.user_embedding.embeddings, users)
-                sampled = tf.gather(self.item_embedding.embeddings, negatives)
+                anchor = lookup(self.user_embedding.embeddings, users)
+                sampled = lookup(self.item_embedding.embeddings, negatives)
                 distances = tf.reduce_sum(tf.square(anchor[:, None, :] - sampled), axis=-1)
                 distances = tf.where(valid, distances, np.inf)
                 return negatives, distances, tf.argmin(distances, axis=1, output_type=tf.int32)
@@ -222,7 +226,8 @@ class CML(OneIteratorFit, TopK, tf.keras.Model):
         if not isinstance(self.optimizer, SparseAdagrad):
             return False
         for table in (self.user_embedding, self.item_embedding):
-            self.optimizer.project_rows(table.embeddings, censor)
+            for shard in shards(table.embeddings):  # a sharded table's rows, shard by shard
+                self.optimizer.project_rows(shard, censor)
         return True
 
     def _censor(self, user_rows, item_rows):
@@ -248,7 +253,7 @@ class CML(OneIteratorFit, TopK, tf.keras.Model):
 
     def score(self, users):
         """-||u_b - v_j||^2 for every user b of ``users`` (indices) and every item j: [B, J]."""
-        u = tf.gather(self.user_embedding.embeddings, tf.reshape(users, [-1]))
+        u = lookup(self.user_embedding.embeddings, tf.reshape(users, [-1]))
         return -squared_distances(u, self.item_embedding.embeddings)
 
     def known_items(self, users):
@@ -259,7 +264,7 @@ class CML(OneIteratorFit, TopK, tf.keras.Model):
         """Nearest k items to each item of ``items`` (itself excluded): ``(scores, items)``."""
         check_k(k, self.n_items - 1)
         items = tf.reshape(items, [-1])
-        v = tf.gather(self.item_embedding.embeddings, items)
+        v = lookup(self.item_embedding.embeddings, items)
         scores = mask_themselves(-squared_distances(v, self.item_embedding.embeddings), items)
         return tf.math.top_k(scores, k)
 

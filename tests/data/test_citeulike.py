@@ -223,3 +223,24 @@ def test_tag_features_join_onto_a_user_split(tmp_path):
     split = Interactions.from_pairs(["u1", "u2"], ["3", "9"])  # item 9 has no tags
     joined = join_item_features(split, feature_ids, features, names)
     np.testing.assert_array_equal(joined.item_features.toarray(), [[0, 1, 1], [0, 0, 0]])
+
+
+@pytest.mark.parametrize("big", [10**6, 12345678901])
+def test_a_large_id_is_one_item_not_an_array_size(tmp_path, big):
+    """Ids are identities: an id of 10^10 must not make a catalogue of 10^10 items (745 GiB of
+    id strings); only a numbering 0..max keeps the items nobody saved."""
+    folder = write(tmp_path, users=f"2 0 {big}\n1 5\n", tag_item=f"2 0 {big}\n1 5\n1 {big}\n",
+                   tags="alpha\nbeta\ngamma\n")
+    data = load_citeulike_t(folder, min_tag_count=1)
+    np.testing.assert_array_equal(data.item_ids, ["0", "5", str(big)])
+    np.testing.assert_array_equal(data.matrix.toarray(), [[1, 0, 1], [0, 1, 0]])
+    np.testing.assert_array_equal(data.item_features.toarray(), [[1, 0, 0], [0, 1, 0],
+                                                                  [1, 0, 1]])
+    feature_ids, features, _ = load_citeulike_t_tag_features(folder, min_tag_count=1)
+    np.testing.assert_array_equal(feature_ids, ["0", "5", str(big)])
+    assert features.shape == (3, 3)
+
+
+def test_a_numbering_keeps_items_nobody_saved(tmp_path):
+    data = load_citeulike_t(write(tmp_path, users="2 0 4\n1 2\n"), with_features=False)
+    np.testing.assert_array_equal(data.item_ids, ["0", "1", "2", "3", "4"])  # 3 of 0..4 saved

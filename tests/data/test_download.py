@@ -2,7 +2,6 @@
 
 import dataclasses
 import hashlib
-import io
 import logging
 import os
 import pathlib
@@ -12,10 +11,11 @@ import zipfile
 
 import numpy as np
 import pytest
+from archives import make_tar, make_zip
 
 import cml_tf.data
 from cml_tf.data import DataError, registry
-from cml_tf.data.download import DownloadError, RemoteFile, fetch, safe_extract
+from cml_tf.data.download import DownloadError, Limits, RemoteFile, fetch, safe_extract
 from cml_tf.data.movielens import GENRES_100K
 
 
@@ -89,27 +89,6 @@ def test_missing_source_and_no_network(tmp_path, mirror, closed_port):
 
 
 # ---- archives ----------------------------------------------------------------------------------
-
-
-def make_zip(path, members):
-    with zipfile.ZipFile(path, "w") as handle:
-        for name, data in members.items():
-            handle.writestr(name, data)
-    return path
-
-
-def make_tar(path, members, links=()):
-    with tarfile.open(path, "w:gz") as handle:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            handle.addfile(info, io.BytesIO(data))
-        for name, target, kind in links:
-            info = tarfile.TarInfo(name)
-            info.type = kind
-            info.linkname = target
-            handle.addfile(info)
-    return path
 
 
 def test_extract_zip_strips_the_top_folder(tmp_path):
@@ -234,7 +213,7 @@ def test_registry_sha256_mismatch(isolated):
     with pytest.raises(DataError, match="users.dat downloaded from .* has sha256 .* expected "
                                         "02d5d429"):
         cml_tf.data.load("citeulike-t", data_dir=target, base_url=mirror.as_uri())
-    assert list(target.iterdir()) == []
+    assert not target.exists()  # nothing kept, not even the empty folder
 
 
 def test_registry_without_network_says_where_to_put_files(isolated, closed_port):
@@ -275,7 +254,7 @@ def test_registry_archive_download_and_load(isolated):
     # The pinned sha256 is GroupLens's archive: a different zip is refused and removed.
     with pytest.raises(DataError, match="ml-100k.zip downloaded from .* has sha256"):
         cml_tf.data.load("movielens-100k", data_dir=target, base_url=mirror.as_uri())
-    assert list(target.iterdir()) == []
+    assert not target.exists()
     # With the hash of this archive pinned, it is fetched, unpacked in place, and loaded.
     spec = registry.get_spec("movielens-100k")
     source = dataclasses.replace(spec.sources[0], sha256=sha256(archive.read_bytes()), md5=None)
@@ -285,3 +264,16 @@ def test_registry_archive_download_and_load(isolated):
     data = cml_tf.data.load("movielens-100k", data_dir=target)  # now present: no download
     assert (data.n_users, data.n_items, data.n_interactions) == (2, 12, 24)
     np.testing.assert_array_equal(data.item_features.toarray()[:, -1], np.ones(12))
+
+
+def test_size_limits_let_ordinary_archives_through(tmp_path):
+    """A small file of zeros compresses 1000:1 and is fine (the ratio limit starts at 64 MiB);
+    members at the per-file limit are fine too."""
+    archive = tmp_path / "ok.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as handle:
+        handle.writestr("set/zeros.bin", bytes(4 << 20))
+        handle.writestr("set/a.txt", b"A")
+    assert archive.stat().st_size < 20_000
+    out = tmp_path / "out"
+    safe_extract(archive, out, Limits(max_file_bytes=4 << 20, max_total_bytes=(4 << 20) + 1))
+    assert (out / "zeros.bin").stat().st_size == 4 << 20 and (out / "a.txt").read_bytes() == b"A"

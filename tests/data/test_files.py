@@ -113,9 +113,10 @@ def test_bad_rows_name_the_line(tmp_path):
 
 
 # Any text without NUL or surrogates, including quotes, separators and inner line feeds (not a
-# bare CR: pandas' CSV writer leaves it unquoted, so such a file is not valid CSV).
+# bare CR: pandas' CSV writer leaves it unquoted, so such a file is not valid CSV), and not only
+# whitespace (surrounding whitespace is removed, so that would be an empty id).
 ids = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00\r"),
-              min_size=1, max_size=8)
+              min_size=1, max_size=8).filter(str.strip)
 
 
 @settings(max_examples=60, deadline=None,
@@ -130,11 +131,12 @@ def test_round_trip(tmp_path, pairs, ext):
     else:
         frame.to_csv(path, sep="," if ext == ".csv" else "\t", index=False)
     data = load_interactions_file(path)
-    expected = Interactions.from_pairs(frame["user"].to_numpy(), frame["item"].to_numpy())
+    stripped = [(user.strip(), item.strip()) for user, item in pairs]
+    expected = Interactions.from_pairs(*map(np.array, zip(*stripped)))
     np.testing.assert_array_equal(data.user_ids, expected.user_ids)
     np.testing.assert_array_equal(data.item_ids, expected.item_ids)
     assert set(zip(*[data.user_ids[data.pairs()[0]], data.item_ids[data.pairs()[1]]])) == set(
-        pairs)
+        stripped)
     assert set(np.unique(data.matrix.data)) == {1.0}
 
 
@@ -211,3 +213,33 @@ def test_join_item_features_rejects_repeated_or_mismatched_rows():
         join_item_features(data, ["a", "a"], np.eye(2))
     with pytest.raises(DataError, match="3 feature rows for 2 feature item ids"):
         join_item_features(data, ["a", "b"], np.eye(3))
+
+
+def test_ids_with_surrounding_spaces_are_stripped_and_counted(tmp_path, caplog):
+    """" u1" and "u1" are one person: the catalogue must not double (and recall halve)."""
+    train = write(tmp_path / "train.csv", [(" u1 ", "i1"), ("u1", " i1"), ("u2", "i2\t")])
+    test = write(tmp_path / "test.csv", [("u2 ", " i1")])
+    with caplog.at_level(logging.WARNING):
+        split = load_split_files(train, test_path=test)
+    np.testing.assert_array_equal(split.train.user_ids, ["u1", "u2"])
+    np.testing.assert_array_equal(split.train.item_ids, ["i1", "i2"])
+    assert split.train.n_interactions == 2 and split.unknown_users == {"test": 0}
+    assert split.test.n_interactions == 1
+    lines = [r.getMessage() for r in caplog.records if "spaces" in r.getMessage()]
+    assert lines == [f"{train}: removed leading/trailing spaces from 1 user ids and 2 item ids "
+                     "(' a ' and 'a' are one id)",
+                     f"{test}: removed leading/trailing spaces from 1 user ids and 1 item ids "
+                     "(' a ' and 'a' are one id)"]
+
+
+def test_a_held_out_file_of_strangers_is_refused_some_strangers_are_reported(tmp_path, caplog):
+    train = write(tmp_path / "train.csv", [("u1", "a"), ("u2", "b")])
+    strangers = write(tmp_path / "test.csv", [("x", "a"), ("y", "b"), ("z", "a")])
+    with pytest.raises(DataError, match=r"test file .*test.csv: all 3 rows name users that are "
+                                        r"not in the training file \(e.g. 'x', 'y', 'z'\)"):
+        load_split_files(train, test_path=strangers)
+    some = write(tmp_path / "some.csv", [("x", "a"), ("u1", "b")])
+    with caplog.at_level(logging.WARNING):
+        split = load_split_files(train, test_path=some)
+    assert split.unknown_users == {"test": 1} and split.test.n_interactions == 1
+    assert "1 rows name users that are not in the training file; dropped" in caplog.text

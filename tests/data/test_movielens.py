@@ -199,3 +199,10 @@ def test_bad_u_item_line(tmp_path):
         handle.write("11|Short|line\n")
     with pytest.raises(DataError, match=r"u\.item, line 5: expected 24 '\|'-separated fields"):
         load_movielens(folder, min_user_positives=1)
+
+
+def test_an_eleven_digit_id_is_one_user_not_an_array_size(tmp_path):
+    rows = "".join(f"12345678901,{i},5,0\n" for i in range(12))
+    (tmp_path / "ratings.csv").write_text("userId,movieId,rating,timestamp\n" + rows)
+    data = load_movielens(tmp_path, variant="latest", with_features=False)
+    assert data.user_ids.tolist() == ["12345678901"] and data.n_items == 12
