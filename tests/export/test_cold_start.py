@@ -122,7 +122,7 @@ def test_new_items_join_the_index_next_to_their_feature_neighbours(run, tmp_path
     pd.DataFrame(rows, columns=["item", "feature"]).to_csv(tmp_path / "new.csv", index=False)
     done = subprocess.run(
         [sys.executable, str(REPO / "export" / "export.py"), f"--workdir={workdir}",
-         f"--new_items={tmp_path / 'new.csv'}", "--index=partitioned", "--report_users=50",
+         f"--new_items={tmp_path / 'new.csv'}", "--index=brute_force", "--report_users=50",
          "--report_queries=5"], capture_output=True, text=True, timeout=600, check=False,
         env={"PATH": "/usr/bin:/bin", "TF_CPP_MIN_LOG_LEVEL": "3"})
     assert done.returncode == 0, done.stderr[-3000:]
