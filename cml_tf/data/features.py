@@ -157,7 +157,7 @@ def _read_item_features(path, feature_names):
             if bad.any():
                 row = int(np.flatnonzero(bad)[0])
                 where = f"row {row + 1}" if header_lines is None else f"line {row + 2}"
-                raise DataError(f"{what} {path}, {where}: {column} {values[row]!r} {problem}")
+                raise DataError(f"{what} {path}, {where}: {column} {str(values[row])!r} {problem}")
         columns[column] = values
     weights = (_pandas_io.float_column(frame, value_col, path, header_lines, value_col)
                if value_col in frame.columns else np.ones(len(frame)))
@@ -168,7 +168,7 @@ def _read_item_features(path, feature_names):
     if not known.all():
         log.warning("%s: %d of %d rows name features the model does not know (ignored), e.g. "
                     "%r", path, int((~known).sum()), len(known),
-                    columns[feature_col][np.flatnonzero(~known)[0]])
+                    str(columns[feature_col][np.flatnonzero(~known)[0]]))
     matrix = sp.csr_matrix((weights[known].astype(np.float32),
                             (items.get_indexer(columns[item_col][known]), column[known])),
                            shape=(len(items), len(feature_index)))
@@ -177,7 +177,7 @@ def _read_item_features(path, feature_names):
     empty = np.flatnonzero(np.diff(matrix.indptr) == 0)
     if len(empty):
         raise DataError(f"{what} {path}: {len(empty)} of {len(items)} items have no feature the "
-                        f"model knows, e.g. {items[empty[0]]!r}; their vectors would say "
+                        f"model knows, e.g. {str(items[empty[0]])!r}; their vectors would say "
                         "nothing (the model's features are the names in the export's "
                         "assets/feature_ids.txt)")
     return items.to_numpy(dtype=str), matrix

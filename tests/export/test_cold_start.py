@@ -20,10 +20,12 @@ import pytest
 import tensorflow as tf
 from export_helpers import REPO
 
-from cml_tf import train
+from cml_tf import export, train
 from cml_tf.config import get_config
+from cml_tf.data.features import NewItemsError
 from cml_tf.data.split import split_per_user
 from cml_tf.data.synthetic import make_synthetic, planted_labels
+from cml_tf.serving.spec import spec_from_model
 
 pytestmark = pytest.mark.slow
 
@@ -147,3 +149,31 @@ def test_new_items_join_the_index_next_to_their_feature_neighbours(run, tmp_path
     own, other = hit_rates(model, list(new), {**cluster_of, **new}, user_home,
                            sorted(user_home))
     assert own >= 5 * other and own > 0, (own, other)
+
+
+@pytest.mark.bad_input
+def test_bad_new_items_are_refused_with_one_line(run, tmp_path):
+    workdir = run[0]
+    done = subprocess.run(
+        [sys.executable, str(REPO / "export" / "export.py"), f"--workdir={workdir}",
+         f"--new_items={tmp_path / 'missing.csv'}"], capture_output=True, text=True,
+        timeout=300, check=False, env={"PATH": "/usr/bin:/bin", "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert done.returncode == 1 and done.stderr.strip().splitlines() == [
+        f"error: --new_items {tmp_path / 'missing.csv'} is not a file (a feature table of the "
+        "items to add)"], done.stderr[-2000:]
+    spec = spec_from_model(*export.restore_model(workdir)[:2])
+    cases = {"item,feature\nfresh,a tag nobody knows\n": "have no feature the model knows",
+             "item,feature\n fresh,c0_tag1\n": "line 2: item ' fresh' has leading or trailing",
+             "item,feature,value\nfresh,c0_tag1,x\n": "value",
+             "item\nfresh\n": "feature"}
+    for n, (text, says) in enumerate(cases.items()):
+        path = tmp_path / f"bad{n}.csv"
+        path.write_text(text)
+        with pytest.raises(NewItemsError, match=says):
+            export.add_new_items(spec, path)
+    path = tmp_path / "taken.csv"
+    path.write_text(f"item,feature\n{spec.item_ids[0]},c0_tag1\n")
+    with pytest.raises(ValueError, match="already in the catalogue"):
+        export.add_new_items(spec, path)
+    assert sorted(p.name for p in (workdir / "saved_model").iterdir()
+                  if not p.name.startswith(".")) == ["1", "2"]
