@@ -95,13 +95,15 @@ def implicit_als(config, workdir, overwrite=False, skip_test=False, callbacks=()
     from implicit.cpu.als import AlternatingLeastSquares
     from threadpoolctl import threadpool_limits
 
-    from cml_tf import export, train
+    from cml_tf import export, train, workdir as workdir_lib
     from cml_tf.callbacks import validation_users
     from cml_tf.data.from_config import load_data
     from cml_tf.evaluation import evaluate
     from cml_tf.models import build_model
 
-    workdir = train.prepare_workdir(workdir, config, overwrite)
+    run = workdir_lib.prepare(workdir, config.to_json_best_effort(sort_keys=True, indent=2),
+                              overwrite)
+    workdir = run.path
     split = load_data(config.data)
     train.check_config(config, split)
     holder = build_model(config.model, split.train, seed=config.seed)
@@ -154,6 +156,7 @@ def implicit_als(config, workdir, overwrite=False, skip_test=False, callbacks=()
         if config.export.enabled:
             result["export"] = export.export_from_training(holder, split, config, workdir)
     (workdir / "metrics.json").write_text(json.dumps(result, indent=2, default=float))
+    run.started()  # a run replaced by overwrite goes once this one is complete
     return result
 
 

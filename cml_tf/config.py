@@ -104,6 +104,8 @@ def get_config() -> ml_collections.ConfigDict:
     export.k = 100               # results per query, fixed in the signatures
     export.version = 0           # version folder; 0 = the next free integer
     export.overwrite = False     # replace an existing version folder
+    export.allow_untrained = False  # export a model that learned nothing (its validation metric
+                                    # below the popularity baseline's); refused by default
     export.recall_target = 0.98  # tune the index's search depth to this recall@k vs exact
                                  # (on export.tune_users users); 0 = keep the defaults
     export.tune_users = 500

@@ -49,7 +49,7 @@ import tensorflow as tf
 from absl import logging
 
 from cml_tf import callbacks as cbs
-from cml_tf.data.pipeline import positive_pairs_dataset
+from cml_tf.data.pipeline import batches_per_epoch, positive_pairs_dataset
 from cml_tf.layers.embedding import shards
 
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker", "parameter_server")
@@ -212,24 +212,26 @@ class Distribution:
             self.partitioner.rows = {int(n) for n in table_rows}
         return self.strategy.scope()
 
-    def fit_input(self, train, batch_size: int, seed: int):
-        """``model.fit``'s input and its ``steps_per_epoch`` (None: the dataset's length).
+    def fit_input(self, train, batch_size: int, seed: int, first_epoch: int = 0):
+        """``model.fit``'s input and its ``steps_per_epoch`` (one pass over the pairs).
 
         Under parameter_server every worker reads its own endless stream of shuffled batches
         (seeded by its input pipeline), and an epoch is as many steps, taken by whichever worker
-        is free, as one pass over the pairs has batches. Elsewhere the dataset of global batches
-        goes to Keras, which splits each batch between the replicas (and workers).
+        is free, as one pass over the pairs has batches. Elsewhere the endless stream of global
+        batches of epochs ``first_epoch``, ``first_epoch + 1``, ... (each shuffled by the seed
+        and the epoch, so a resumed run reads what the uninterrupted one read) goes to Keras,
+        which splits each batch between the replicas (and workers).
         """
-        dataset = positive_pairs_dataset(train, batch_size, seed=seed)
+        steps = batches_per_epoch(train, batch_size)
         if self.name != "parameter_server":
-            return dataset, None
+            return positive_pairs_dataset(train, batch_size, seed=seed,
+                                          first_epoch=first_epoch), steps
 
         def per_worker(context: tf.distribute.InputContext):
             return positive_pairs_dataset(
                 train, batch_size, seed=seed * 100_003 + context.input_pipeline_id).repeat()
 
-        return (tf.keras.utils.experimental.DatasetCreator(per_worker),
-                int(dataset.cardinality()))
+        return tf.keras.utils.experimental.DatasetCreator(per_worker), steps
 
     def nan_guard(self) -> cbs.NanGuard:
         return EpochNanGuard() if self.name == "parameter_server" else cbs.NanGuard()

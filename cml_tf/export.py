@@ -21,17 +21,31 @@ How an export is written:
    unless ``overwrite=True``; on any failure the temporary folder is removed, so nothing
    half-written is ever visible under a version number.
 
+Temporary folders are named ``.tmp-<version>-<host>-<pid>-<random>`` (and ``.vocab-...``,
+``.old-<version>-...``), ``<host>`` a hash of the machine's name and ``<pid>`` the exporting
+process: an export killed outright (kill -9, power loss) leaves one behind, and the next export
+into the same folder removes it once it sees that no process of that number runs on this
+machine. Folders of other names, of other machines and of live processes are left alone; an
+``.old-`` folder whose version is missing (a kill in the middle of an overwrite) is moved back.
+
+Every export records a fingerprint of the model's vectors, index and k in its report; the
+export at the end of training uses it to recognise its own earlier export (a rerun after a kill
+that came after the rename) instead of writing the same model again as the next version.
+
 The signatures, their inputs and outputs and the unknown-id fallback are described in
 :mod:`cml_tf.serving.module`; loading needs ``tensorflow`` (and ``import scann`` for a ScaNN
 index), never ``cml_tf``. ``export/README.md`` shows serving with TF Serving and from C++.
 """
 
 import datetime
+import hashlib
 import importlib.metadata
 import json
 import os
 import pathlib
+import re
 import shutil
+import socket
 import tempfile
 import time
 import uuid
@@ -48,7 +62,8 @@ from cml_tf.serving.spec import ExportSpec, spec_from_model
 
 __all__ = ["ExportError", "ExportSpec", "add_new_items", "export", "export_model",
            "export_from_training", "export_workdir", "restore_model", "spec_from_model",
-           "next_version", "INDEXES"]
+           "next_version", "INDEXES", "remove_stale_temporaries", "model_fingerprint",
+           "find_export"]
 
 WARMUP_FILE = "tf_serving_warmup_requests"
 
@@ -63,6 +78,70 @@ def next_version(export_dir) -> int:
     versions = [int(p.name) for p in path.iterdir() if p.is_dir() and p.name.isdigit()] \
         if path.is_dir() else []
     return max(versions, default=0) + 1
+
+
+_HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+_TEMPORARY = re.compile(r"\.(tmp|old|vocab)-(?:(\d+)-)?([0-9a-f]{8})-(\d+)-")
+
+
+def _owned(kind: str, version=None) -> str:
+    """The name prefix of a temporary folder of this process."""
+    return f".{kind}-" + (f"{version}-" if version is not None else "") + f"{_HOST}-{os.getpid()}-"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_stale_temporaries(export_dir) -> list:
+    """Removes the temporary folders of dead exports on this machine (module docstring);
+    returns what it removed or moved back."""
+    done = []
+    for path in pathlib.Path(export_dir).iterdir():
+        match = _TEMPORARY.match(path.name)
+        if not match or not path.is_dir() or match.group(3) != _HOST \
+                or _alive(int(match.group(4))):
+            continue
+        kind, version = match.group(1), match.group(2)
+        target = path.with_name(version or "")
+        if kind == "old" and version and not target.exists():
+            os.rename(path, target)
+            logging.warning("moved %s back to %s (an overwrite was interrupted)", path, target)
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+            logging.warning("removed %s, left behind by an interrupted export", path)
+        done.append(path.name)
+    return done
+
+
+def model_fingerprint(spec: ExportSpec, index: str, k: int) -> str:
+    """sha256 of the vectors, the metric, the index and k: equal for the same model's export."""
+    digest = hashlib.sha256(f"{spec.metric}:{index}:{k}:".encode())
+    for vectors in (spec.user_vectors, spec.item_vectors):
+        digest.update(np.ascontiguousarray(vectors, np.float32).tobytes())
+    return digest.hexdigest()
+
+
+def find_export(export_dir, fingerprint: str):
+    """The version folder under ``export_dir`` whose report has ``fingerprint`` (or None)."""
+    path = pathlib.Path(export_dir)
+    if not path.is_dir():
+        return None
+    for version in sorted((p for p in path.iterdir() if p.is_dir() and p.name.isdigit()),
+                          key=lambda p: int(p.name)):
+        report = version / "assets.extra" / check.REPORT_FILE
+        try:
+            if json.loads(report.read_text()).get("model_fingerprint") == fingerprint:
+                return version
+        except (OSError, ValueError):
+            continue
+    return None
 
 
 def _size_bytes(path: pathlib.Path) -> int:
@@ -125,6 +204,7 @@ def export(spec: ExportSpec, export_dir, index: str = "scann", k: int = 100,
     k = int(k)
     export_dir = pathlib.Path(export_dir)
     export_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(export_dir)
     version = next_version(export_dir) if not version else int(version)
     if version < 1:
         raise ValueError(f"version must be a positive integer, got {version}")
@@ -134,9 +214,10 @@ def export(spec: ExportSpec, export_dir, index: str = "scann", k: int = 100,
                           "overwrite=True (--overwrite)")
 
     start = time.time()
-    tmp = export_dir / f".tmp-{version}-{uuid.uuid4().hex[:8]}"
+    tmp = export_dir / f"{_owned('tmp', version)}{uuid.uuid4().hex[:8]}"
     try:
-        with tempfile.TemporaryDirectory(prefix=".vocab-", dir=export_dir) as vocabulary_dir:
+        with tempfile.TemporaryDirectory(prefix=_owned("vocab"), dir=export_dir) \
+                as vocabulary_dir:
             build_start = time.time()
             layer = build_index(index, spec.item_vectors, k, spec.metric, index_options)
             build_seconds = time.time() - build_start
@@ -160,6 +241,7 @@ def export(spec: ExportSpec, export_dir, index: str = "scann", k: int = 100,
         report = {"index": index, "index_parameters": index_parameters(layer),
                   "exact": bool(layer.is_exact()), "k": k, "metric": spec.metric,
                   "model": spec.model_name, "n_users": spec.n_users, "n_items": spec.n_items,
+                  "model_fingerprint": model_fingerprint(spec, index, k),
                   "dim": spec.dim, "new_items": spec.new_items,
                   "index_build_seconds": build_seconds,
                   "tuning": tuning, "signatures": smoke["signatures"],
@@ -194,7 +276,7 @@ def _move_into_place(tmp: pathlib.Path, target: pathlib.Path, overwrite: bool):
         return
     if not overwrite:  # appeared while we were exporting
         raise ExportError(f"{target} already exists")
-    old = target.with_name(f".old-{target.name}-{uuid.uuid4().hex[:8]}")
+    old = target.with_name(f"{_owned('old', target.name)}{uuid.uuid4().hex[:8]}")
     os.rename(target, old)
     try:
         os.rename(tmp, target)
@@ -218,8 +300,18 @@ def export_from_training(model, split, config, workdir) -> dict:
     """The export at the end of ``train_and_evaluate``: ``<workdir>/saved_model/<version>/``
     with the config's ``export`` section; returns what goes into metrics.json."""
     cfg = config.export
-    result = export_model(
-        model, split, pathlib.Path(workdir) / "saved_model", index=cfg.index, k=cfg.k,
+    export_dir = pathlib.Path(workdir) / "saved_model"
+    spec = spec_from_model(model, split)
+    existing = find_export(export_dir, model_fingerprint(spec, cfg.index, cfg.k))
+    if existing is not None:  # this run was exported before it was interrupted
+        logging.info("%s already holds this model's export; not exporting it again", existing)
+        report = json.loads((existing / "assets.extra" / check.REPORT_FILE).read_text())
+        return {**_summary({"path": str(existing), "version": int(existing.name),
+                            "index": report["index"], "k": report["k"], "seconds": 0.0,
+                            "size_bytes": _size_bytes(existing), "report": report}),
+                "reused": True}
+    result = export(
+        spec, export_dir, index=cfg.index, k=cfg.k,
         version=cfg.get("version", 0) or None, overwrite=cfg.get("overwrite", False),
         index_options=_options(cfg, cfg.index),
         recall_target=cfg.get("recall_target", 0.98) or None,

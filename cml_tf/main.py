@@ -262,8 +262,27 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (DataError, ValueError, OSError, train.WorkdirError, train.TrainingDiverged) as error:
         print(f"error: {one_line(error)}", file=sys.stderr)
         return 1
+    except lost_task_errors() as error:
+        print(f"error: {cluster_error(error)}", file=sys.stderr)
+        return 1
     print(summary(metrics, workdir))
     return 0
+
+
+def lost_task_errors() -> tuple:
+    """What the runtime raises in the chief when a task of its cluster dies or cannot be
+    reached."""
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    return tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.AbortedError
+
+
+def cluster_error(error: Exception) -> str:
+    """What a lost task of a cluster (a worker or ps task that died or cannot be reached) looks
+    like to the chief: the runtime's first line and what to do."""
+    first = (getattr(error, "message", "") or str(error)).strip().splitlines()
+    return (f"a task of the cluster was lost or cannot be reached ({type(error).__name__}: "
+            f"{first[0] if first else 'no message'}); start it again and rerun the same command "
+            "to resume from the last checkpoint")
 
 
 def one_line(error: Exception) -> str:
@@ -284,6 +303,7 @@ def summary(metrics: dict, workdir: str) -> str:
     if figures:
         lines.append(f"  {part}: " + ", ".join(f"{k} {figures[k]:.4f}" for k in (
             "recall@10", "recall@50", "recall@100", "ndcg@50") if k in figures))
+    lines += [f"  WARNING: {warning}" for warning in metrics.get("warnings", ())]
     lines.append(f"  outputs in {workdir}:")
     for path in sorted(pathlib.Path(workdir).iterdir()):
         lines.append(f"    {path.name}{'/' if path.is_dir() else ''}")

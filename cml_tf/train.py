@@ -6,20 +6,23 @@ that a re-run resumes from, TensorBoard), evaluates on the validation and test s
 into ``workdir``:
 
     config.json      the full config of the run
-    metrics.json     {"valid": {...}, "test": {...}, "train_seconds", "train_pairs_per_second",
-                      "epochs", ...}
-    checkpoints/     per-epoch model + optimizer state; best/ holds the best validation weights
+    metrics.json     {"valid": {...}, "test": {...}, "epochs", "train_seconds" (steps only),
+                      "train_pairs_per_second", "epoch_seconds", "valid_eval_seconds",
+                      "test_eval_seconds", "learned_nothing", ...}
+    checkpoints/     per-epoch model, optimizer, random and validation state (one checkpoint
+                     each, :class:`~cml_tf.callbacks.EpochCheckpoint`); best/ holds the best
+                     validation weights
     tensorboard/     training curves (loss parts) and validation metrics
     saved_model/<v>/ the exported SavedModel (when config.export.enabled)
     item_map.png, training_curves.png, tensorboard/projector_config.pbtxt + projector/
                      pictures of the item space and the curves (when config.viz.enabled)
 """
 
+import copy
 import json
 import math
 import os
 import pathlib
-import shutil
 import sys
 import time
 
@@ -29,51 +32,23 @@ from absl import logging
 
 from cml_tf import callbacks as cbs
 from cml_tf import distribute
-from cml_tf.data.from_config import load_data
+from cml_tf import workdir as workdir_lib
+from cml_tf.data.from_config import absolute_paths, load_data
 from cml_tf.data.split import Split
 from cml_tf.evaluation import evaluate
+from cml_tf.metrics import ranking_metrics
 from cml_tf.models import build_model
 from cml_tf.optimizers import SparseAdagrad
-
-
-class WorkdirError(RuntimeError):
-    """The workdir holds another or a finished run."""
+from cml_tf.serving.module import INDEXES
+from cml_tf.serving.spec import _as_ids as export_ids
+from cml_tf.workdir import WorkdirError  # noqa: F401  (train.WorkdirError, CONTRACTS.md 6)
 
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
 
 
-# ---- workdir ---------------------------------------------------------------------------------
-
-
-def prepare_workdir(workdir: str, config, overwrite: bool = False) -> pathlib.Path:
-    """Creates ``workdir`` or checks that it may be used.
-
-    A finished run (``metrics.json`` present) is refused unless ``overwrite``; an unfinished run
-    with the same config is resumed; one with another config is refused.
-    """
-    path = pathlib.Path(workdir)
-    config_json = config.to_json_best_effort(sort_keys=True, indent=2)
-    if path.exists() and any(path.iterdir()):
-        if overwrite:
-            shutil.rmtree(path)
-        elif (path / "metrics.json").exists():
-            raise WorkdirError(f"{path} already holds a finished run (metrics.json); pass "
-                               "--overwrite to replace it or choose another --workdir")
-        elif (path / "config.json").exists():
-            if (path / "config.json").read_text() != config_json:
-                raise WorkdirError(f"{path} holds an unfinished run with a different config; "
-                                   "pass --overwrite to replace it or choose another --workdir")
-        else:
-            raise WorkdirError(f"{path} is not empty and holds no run of ours; choose an empty "
-                               "or new --workdir")
-    path.mkdir(parents=True, exist_ok=True)
-    (path / "config.json").write_text(config_json)
-    return path
-
-
-# ---- training --------------------------------------------------------------------------------
+# ---- checks before anything is written --------------------------------------------------------
 
 
 def make_optimizer(train_config):
@@ -89,47 +64,66 @@ def make_optimizer(train_config):
     return optimizer_class(learning_rate=train_config.learning_rate)
 
 
-def check_config(config, split: Split):
+def check_config(config, split: Split = None):
+    """Refuses (ValueError) what would fail later: the settings alone, and with ``split`` what
+    depends on the data (cut-offs and export k against the items, ids the export cannot
+    store). ``train_and_evaluate`` runs both before it writes anything or trains a step."""
     train = config.train
-    for key in ("epochs", "batch_size", "eval_every"):
-        if train[key] < 1:
-            raise ValueError(f"train.{key} must be >= 1, got {train[key]}")
-    if train.valid_users < 0:
-        raise ValueError(f"train.valid_users must be >= 0 (0: every user), got "
-                         f"{train.valid_users}")
-    if not (train.learning_rate > 0 and math.isfinite(train.learning_rate)):
-        raise ValueError(f"train.learning_rate must be > 0, got {train.learning_rate}")
+    if split is None:
+        for key in ("epochs", "batch_size", "eval_every"):
+            if train[key] < 1:
+                raise ValueError(f"train.{key} must be >= 1, got {train[key]}")
+        for key, meaning in (("valid_users", "0: every user"), ("patience", "0: off")):
+            if train[key] < 0:
+                raise ValueError(f"train.{key} must be >= 0 ({meaning}), got {train[key]}")
+        if not (train.learning_rate > 0 and math.isfinite(train.learning_rate)):
+            raise ValueError(f"train.learning_rate must be > 0, got {train.learning_rate}")
+        make_optimizer(train)
+        ks = tuple(config.eval.ks)
+        if not ks or not all(isinstance(k, int) and not isinstance(k, bool) and k >= 1
+                             for k in ks):
+            raise ValueError(f"eval.ks must be whole numbers >= 1, as in "
+                             f"--config.eval.ks='(10,50,100)'; got {config.eval.ks!r}")
+        if config.export.enabled:
+            _check_export_settings(config.export)
+        return
     ks = tuple(config.eval.ks)
-    if not ks or min(ks) < 1:
-        raise ValueError(f"eval.ks must be positive, got {ks}")
     if max(ks) > split.train.n_items:
         raise ValueError(f"eval.ks asks for K={max(ks)} but there are only "
                          f"{split.train.n_items} items")
-    if config.export.enabled and config.export.k > split.train.n_items:
-        raise ValueError(f"export.k={config.export.k} is larger than the number of items "
-                         f"({split.train.n_items})")
+    try:
+        cbs.check_monitor(train.monitor, ks)
+    except ValueError as error:
+        raise ValueError(f"train.{error}") from None
+    if config.export.enabled:
+        if config.export.k > split.train.n_items:
+            raise ValueError(f"export.k={config.export.k} is larger than the number of items "
+                             f"({split.train.n_items})")
+        for kind in ("user", "item"):  # the export's own rule, checked before training
+            try:
+                export_ids(getattr(split.train, f"{kind}_ids"), kind)
+            except ValueError as error:
+                raise ValueError(f"cannot export this data (export.enabled=False trains "
+                                 f"without exporting): {error}") from None
 
 
-def train_and_evaluate(config, workdir: str, overwrite: bool = False,
-                       skip_test: bool = False, callbacks=()) -> dict:
-    """Trains and evaluates the configured model; returns the metrics written to metrics.json.
+def _check_export_settings(export):
+    if export.index not in INDEXES:
+        raise ValueError(f"export.index must be one of {INDEXES}, got {export.index!r}")
+    if export.k < 1:
+        raise ValueError(f"export.k must be >= 1, got {export.k}")
+    if export.get("version", 0) < 0:
+        raise ValueError(f"export.version must be >= 0 (0: the next free one), got "
+                         f"{export.version}")
+    if not 0 <= export.get("recall_target", 0) <= 1:
+        raise ValueError(f"export.recall_target must be in [0, 1], got {export.recall_target}")
+    for key in ("tune_users", "report_users", "report_queries"):
+        if export.get(key, 0) < 0:
+            raise ValueError(f"export.{key} must be >= 0, got {export[key]}")
 
-    ``skip_test``: leave the test set alone (hyperparameter sweeps look at validation only).
-    ``callbacks``: extra Keras callbacks, run after the validation pass: in ``on_epoch_end`` of
-    an epoch with a validation pass ``logs[f"val_{config.train.monitor}"]`` holds the validation
-    metric. They may set ``model.stop_training``; an exception they raise propagates unchanged.
-    """
-    distribution = distribute.from_config(config)  # first: it may configure the runtime
-    if distribution.serves_only:  # a parameter-server cluster's worker or ps task
-        distribute.serve(distribution.task)
-    workdir = prepare_workdir(distribution.task_workdir(workdir, overwrite), config, overwrite)
-    tf.keras.utils.set_random_seed(config.seed)
-    start = time.time()
-    split = load_data(config.data)
-    logging.info("data: %s", split)
-    check_config(config, split)
-    load_seconds = time.time() - start
 
+def build_and_compile(config, split: Split, distribution):
+    """The model and its optimizer, built in the strategy's scope."""
     with distribution.scope(table_rows=(split.train.n_users, split.train.n_items)):
         model = build_model(config.model, split.train, seed=config.seed,
                             jit_sampling=config.train.jit_sampling and not distribution.sharded)
@@ -142,15 +136,64 @@ def train_and_evaluate(config, workdir: str, overwrite: bool = False,
                                  "sampling")
         model.compile(optimizer=make_optimizer(config.train),
                       jit_compile=config.train.jit_compile)
-    dataset, steps_per_epoch = distribution.fit_input(split.train, config.train.batch_size,
-                                                      config.seed)
+    return model
 
-    nan_guard = distribution.nan_guard()
-    checkpoint = cbs.EpochCheckpoint(str(workdir / "checkpoints"), model, nan_guard)
-    initial_epoch = checkpoint.restore()
+
+# ---- training --------------------------------------------------------------------------------
+
+
+def train_and_evaluate(config, workdir: str, overwrite: bool = False,
+                       skip_test: bool = False, callbacks=()) -> dict:
+    """Trains and evaluates the configured model; returns the metrics written to metrics.json.
+
+    Everything that can be checked (the config, the data, the model's hyperparameters) is
+    checked before the workdir is touched. ``overwrite`` replaces a finished run, which is kept
+    aside until this run has written its first checkpoint and restored if it fails before
+    (:mod:`cml_tf.workdir`). An unfinished run with the same config resumes from its newest
+    checkpoint that restores, to the same result as an uninterrupted run.
+
+    ``skip_test``: leave the test set alone (hyperparameter sweeps look at validation only).
+    ``callbacks``: extra Keras callbacks, run after the validation pass: in ``on_epoch_end`` of
+    an epoch with a validation pass ``logs[f"val_{config.train.monitor}"]`` holds the validation
+    metric. They may set ``model.stop_training``; an exception they raise propagates unchanged.
+
+    Relative data paths are read from the current folder and recorded absolute in config.json
+    (the caller's ``config`` is left as it is).
+    """
+    config = copy.deepcopy(config)
+    absolute_paths(config.data)
+    distribution = distribute.from_config(config)  # first: it may configure the runtime
+    if distribution.serves_only:  # a parameter-server cluster's worker or ps task
+        distribute.serve(distribution.task)
+    check_config(config)
+    tf.keras.utils.set_random_seed(config.seed)
+    start = time.time()
+    split = load_data(config.data)
+    logging.info("data: %s", split)
+    check_config(config, split)
+    model = build_and_compile(config, split, distribution)
+    load_seconds = time.time() - start
+
+    run = workdir_lib.prepare(distribution.task_workdir(workdir, overwrite),
+                              config.to_json_best_effort(sort_keys=True, indent=2), overwrite)
+    try:
+        return _train_and_evaluate(config, split, model, distribution, run, skip_test,
+                                   callbacks, load_seconds)
+    except BaseException:
+        try:
+            run.failed()  # nothing happens once the run has its first checkpoint
+        except WorkdirError as error:
+            logging.error("could not restore the replaced run: %s", error)
+        raise
+
+
+def _train_and_evaluate(config, split, model, distribution, run, skip_test, callbacks,
+                        load_seconds):
+    workdir = run.path
+    timer, nan_guard = cbs.EpochTimer(), distribution.nan_guard()
     # TensorBoard before the validation pass: it writes the epoch's training logs only, and
     # the validation callback writes validation/<metric> itself (once per pass).
-    fit_callbacks = [nan_guard,
+    fit_callbacks = [timer, nan_guard,
                      tf.keras.callbacks.TensorBoard(str(workdir / "tensorboard"),
                                                     write_graph=False, profile_batch=0)]
     validation = valid_users = None
@@ -161,23 +204,36 @@ def train_and_evaluate(config, workdir: str, overwrite: bool = False,
             split, every=config.train.eval_every, ks=tuple(config.eval.ks),
             monitor=config.train.monitor, patience=config.train.patience,
             log_dir=str(workdir / "tensorboard" / "validation"),
-            state_dir=str(workdir / "checkpoints"), users=valid_users)
+            best_weights_path=str(workdir / "checkpoints" / "best" / "weights"),
+            users=valid_users)
         fit_callbacks.append(validation)
-    fit_callbacks += [*callbacks, checkpoint]
+    checkpoint = cbs.EpochCheckpoint(str(workdir / "checkpoints"), model, nan_guard,
+                                     validation=validation, on_first_save=run.started)
+    fit_callbacks += [*callbacks, checkpoint]  # the checkpoint last: it saves the epoch's state
+    try:
+        initial_epoch = checkpoint.restore()
+    except cbs.CheckpointError as error:
+        raise WorkdirError(str(error)) from None
+    epochs = config.train.epochs
+    if validation is not None and validation.stopped:
+        epochs = initial_epoch  # it had stopped early; the best weights are restored below
 
     logging.info("training %s for %d epochs (batch %d) into %s", type(model).__name__,
                  config.train.epochs, config.train.batch_size, workdir)
-    train_start = time.time()
-    history = model.fit(dataset, epochs=config.train.epochs, initial_epoch=initial_epoch,
+    dataset, steps_per_epoch = distribution.fit_input(
+        split.train, config.train.batch_size, config.seed, first_epoch=initial_epoch)
+    fit_start = time.time()
+    history = model.fit(dataset, epochs=epochs, initial_epoch=initial_epoch,
                         steps_per_epoch=steps_per_epoch, callbacks=fit_callbacks,
                         verbose=distribution.verbosity(_verbosity(config.train.verbose)))
-    train_seconds = time.time() - train_start
+    fit_seconds = time.time() - fit_start
     if nan_guard.diverged_at is not None:
         epoch, step = nan_guard.diverged_at
         raise TrainingDiverged(
             f"the loss became NaN at epoch {epoch}, step {step}; last good checkpoint: "
             f"{checkpoint.latest or 'none (diverged in the first epoch)'}")
     epochs_run = len(history.epoch)
+    train_seconds = float(sum(timer.seconds))
 
     metrics = {"data": {"users": split.train.n_users, "items": split.train.n_items,
                         "train_interactions": split.train.n_interactions,
@@ -186,7 +242,10 @@ def train_and_evaluate(config, workdir: str, overwrite: bool = False,
                "epochs": initial_epoch + epochs_run,
                "train_seconds": train_seconds,
                "train_pairs_per_second": (split.train.n_interactions * epochs_run
-                                          / max(train_seconds, 1e-9)),
+                                          / train_seconds if epochs_run else 0.0),
+               "epoch_seconds": list(timer.seconds),
+               "valid_eval_seconds": list(validation.seconds) if validation else [],
+               "fit_seconds": fit_seconds,
                "load_seconds": load_seconds,
                "distribute": distribution.describe(model)}
     if not distribution.is_chief:  # the chief alone evaluates, exports and writes the workdir
@@ -200,20 +259,59 @@ def train_and_evaluate(config, workdir: str, overwrite: bool = False,
             eval_start = time.time()
             metrics[part] = evaluate(model, split, part, tuple(config.eval.ks),
                                      users=valid_users if part == "valid" else None)
-            metrics[f"{part}_eval_seconds"] = time.time() - eval_start
+            key = "test_eval_seconds" if part == "test" else "final_valid_eval_seconds"
+            metrics[key] = time.time() - eval_start
     for part in ("valid", "test"):
         if part in metrics:
             logging.info("%s: %s", part, _summary(metrics[part]))
+    warnings = metrics["warnings"] = []
+    if "valid" in metrics:
+        _compare_with_popularity(metrics, split, config, valid_users)
 
     if config.get("viz") is not None and config.viz.enabled:  # pictures: cml_tf/viz.py
         from cml_tf import viz  # pylint: disable=import-outside-toplevel
         metrics["viz"] = viz.write_workdir_visuals(model, split, config, workdir, history,
                                                    validation)
     if config.export.enabled:
-        metrics["export"] = _export(model, split, config, workdir)
+        if metrics.get("learned_nothing") and not config.export.get("allow_untrained", False):
+            refusal = ("not exported: the model learned nothing useful (set "
+                       "export.allow_untrained=True to export it anyway)")
+            logging.warning(refusal)
+            warnings.append(refusal)
+            metrics["export"] = {"refused": refusal}
+        else:
+            metrics["export"] = _export(model, split, config, workdir)
     _write_json(workdir / "metrics.json", metrics)
     logging.info("wrote %s", workdir / "metrics.json")
     return metrics
+
+
+def popularity_metrics(split: Split, part: str, ks, users=None) -> dict:
+    """The metrics of recommending every user the most liked training items (ties by index):
+    the floor any trained model should clear."""
+    counts = tf.constant(np.asarray(split.train.matrix.getnnz(axis=0)), tf.float32)
+    heldout, unseen, exclude = split.heldout(part)
+
+    def score(user_indices):
+        return tf.broadcast_to(counts[None, :], [tf.size(user_indices), counts.shape[0]])
+
+    return ranking_metrics(score, heldout.matrix, exclude=exclude, unseen=unseen, ks=ks,
+                           users=users)
+
+
+def _compare_with_popularity(metrics, split, config, valid_users):
+    """``learned_nothing``: the final validation metric is below the popularity baseline's on
+    the same users (e.g. a learning rate so large that every step throws the vectors around)."""
+    monitor = config.train.monitor
+    baseline = popularity_metrics(split, "valid", tuple(config.eval.ks), users=valid_users)
+    metrics["valid_popularity"] = {k: v for k, v in baseline.items() if "@" in k}
+    metrics["learned_nothing"] = bool(metrics["valid"][monitor] < baseline[monitor])
+    if metrics["learned_nothing"]:
+        message = (f"the model learned nothing useful: validation {monitor} "
+                   f"{metrics['valid'][monitor]:.4f} is below the popularity baseline's "
+                   f"{baseline[monitor]:.4f} (the most liked items for everyone)")
+        logging.warning("%s", message)
+        metrics["warnings"].append(message)
 
 
 def _verbosity(verbose: int) -> int:

@@ -40,6 +40,7 @@ import tempfile
 
 from absl import flags, logging
 
+from cml_tf import workdir as workdir_lib
 from cml_tf.main import (HELP_FLAGS, CommandLineError, help_text, one_line, parse_command_line,
                          summary, use_absl_logging)
 
@@ -113,12 +114,20 @@ def tune(config, workdir, budget_minutes: float = None, trials: int = None,
     if overwrite and pathlib.Path(workdir, ".tune.lock").exists():
         with studies.StudyLock(workdir):  # refuses while another tuner runs there
             pass
-    workdir = train.prepare_workdir(workdir, _identity(config), overwrite)
+    run = workdir_lib.prepare(
+        workdir, _identity(config).to_json_best_effort(sort_keys=True, indent=2), overwrite,
+        layout=studies.STUDY_LAYOUT)
+    workdir = run.path
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # our line per trial says it all
     try:
         with studies.StudyLock(workdir), search.SkipRetracingNotes():
-            study, seconds = _search(workdir, config, params, trainer)
+            try:
+                study, seconds = _search(workdir, config, params, trainer)
+            except BaseException:
+                run.failed()  # a study replaced by --overwrite comes back if this one is empty
+                raise
+            run.started()
             best = report.best_trial(study)
             report.write_trials_csv(study, workdir / "trials.csv")
             report.plot(study, workdir / "tuning.png", config.tune.metric)

@@ -408,8 +408,10 @@ VALUE_CASES = [
      r"learning_rate must be > 0"),
     ("learning-rate-inf", ["--config.train.learning_rate=inf"], r"learning_rate must be > 0"),
     ("learning-rate-nan", ["--config.train.learning_rate=nan"], r"learning_rate must be > 0"),
-    ("ks-empty", ["--config.eval.ks=()"], r"eval.ks must be positive"),
-    ("ks-zero", ["--config.eval.ks=(0,)"], r"eval.ks must be positive"),
+    ("ks-empty", ["--config.eval.ks=()"], r"eval.ks must be whole numbers >= 1"),
+    ("ks-zero", ["--config.eval.ks=(0,)"], r"eval.ks must be whole numbers >= 1"),
+    ("ks-a-word", ["--config.eval.ks=abc"], r"eval.ks must be whole numbers .*got \('abc',\)"),
+    ("ks-a-fraction", ["--config.eval.ks=(10,2.5)"], r"eval.ks must be whole numbers >= 1"),
     ("ks-above-items", ["--config.eval.ks=(10,5000)"], r"K=5000 but there are only 200 items"),
     ("export-k-above-items", ["--config.export.enabled=True", "--config.export.k=5000"],
      r"export.k=5000 is larger than the number of items \(200\)"),
@@ -419,6 +421,26 @@ VALUE_CASES = [
      r"monitor 'recall@5000' is not among the metrics"),
     ("split-unknown-named", ["--config.data.split=half"], r"data.split must be one of"),
 ]
+
+
+MODEL_KEY_FILES = {  # model.* is open to each model's own keys: the model refuses a foreign one
+    "typo": ("    config.model.margn = 1.0\n",
+             r"model.margn is not a setting of model.name='cml'; did you mean model.margin\?"),
+    "other-model": ("    config.model.name = 'wrmf'\n    config.model.alpha = 1.0\n",
+                    r"model\.\w+ is not a setting of model.name='wrmf' \(its settings: alpha, "),
+}
+
+
+@BAD
+@pytest.mark.parametrize("name", sorted(MODEL_KEY_FILES))
+def test_a_model_key_the_model_does_not_take_is_one_line(name, user_dir, tmp_path, capsys):
+    body, expected = MODEL_KEY_FILES[name]
+    path = user_dir / f"model_{name}.py"
+    path.write_text("from cml_tf.config import get_config as base\n\ndef get_config():\n"
+                    "    config = base()\n" + body + "    return config\n")
+    refused([f"--config={path}", *QUICK, f"--workdir={tmp_path / 'run'}"], expected, user_dir,
+            capsys)
+    assert not (tmp_path / "run").exists()
 
 
 @BAD

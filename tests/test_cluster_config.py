@@ -173,3 +173,12 @@ def test_lookup_reads_sharded_rows_in_order_with_a_sparse_gradient_per_shard():
 def test_tf_gather_on_a_sharded_variable_keeps_the_order_of_the_indices():
     ids = tf.constant([4, 0, 3, 1])  # (a list falls back to a gather from the whole table)
     assert tf.gather(two_shards(), ids).numpy().ravel().tolist() == [4, 0, 3, 1]
+
+
+def test_a_lost_task_is_one_line_that_says_how_to_resume():
+    from cml_tf.main import cluster_error, lost_task_errors
+    error = tf.errors.UnavailableError(None, None, "Socket closed\nAdditional GRPC error info")
+    assert isinstance(error, lost_task_errors())
+    text = cluster_error(error)
+    assert "\n" not in text and "UnavailableError: Socket closed" in text
+    assert "rerun the same command to resume" in text

@@ -48,6 +48,8 @@ def test_default_command_without_flags_trains_into_a_temporary_workdir():
         for key in ("recall@50", "recall@100", "ndcg@50"):
             assert 0 <= metrics["test"][key] <= 1
         assert metrics["valid"]["recall@50"] > 0.3
+        assert metrics["learned_nothing"] is False  # it beats popularity (issue 15.8)
+        assert metrics["valid"]["recall@50"] > metrics["valid_popularity"]["recall@50"]
         assert metrics["epochs"] >= 1 and metrics["train_seconds"] > 0
         assert metrics["train_pairs_per_second"] > 0
         assert json.loads((workdir / "config.json").read_text())["data"]["name"] == "synthetic"

@@ -4,6 +4,12 @@ Every pass over the dataset (every Keras epoch) draws a fresh permutation of all
 from ``seed`` and the pass number, so runs are reproducible and epochs differ. Batches are cut
 from the permuted pair table by slicing (no per-element work), then prefetched.
 
+With ``first_epoch`` the dataset is the endless sequence of passes ``first_epoch``,
+``first_epoch + 1``, ..., pass e permuted by ``stateless_shuffle(seed=(seed, e))``: a function
+of the seed and the epoch only, so a run resumed at epoch e in a new process reads exactly the
+batches the uninterrupted run would have read (``train_and_evaluate`` uses it, with
+``steps_per_epoch = batches_per_epoch(...)``).
+
 tf.data's autotuning is switched off: the pipeline is two cheap ops with nothing to tune, and
 its background thread made the teardown of an iterator stall for 0.2-0.3 s about every other
 time on a 2-core machine. Keras builds a new iterator every epoch, so with epochs of a few
@@ -17,20 +23,27 @@ import tensorflow as tf
 from cml_tf.data.interactions import Interactions
 
 
+def batches_per_epoch(train: Interactions, batch_size: int) -> int:
+    """Batches of one pass over ``train``'s positive pairs (the last one may be smaller)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    return -(-train.n_interactions // batch_size)
+
+
 def positive_pairs_dataset(train: Interactions, batch_size: int, seed: int = 0,
-                           shuffle: bool = True) -> tf.data.Dataset:
+                           shuffle: bool = True, first_epoch: int = None) -> tf.data.Dataset:
     """Batches of ``(users, items)`` int32 index vectors covering every positive pair once.
 
     The last batch may be smaller. Cardinality is known, so Keras shows a full progress bar.
+    ``first_epoch``: instead, every pass from this (0-based) epoch on, endlessly, each shuffled
+    by ``(seed, epoch)`` (module docstring).
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    n_batches = batches_per_epoch(train, batch_size)
     users, items = train.pairs()
     n = len(users)
     if n == 0:
         raise ValueError(f"{train.name} has no interactions to train on")
     pairs = tf.constant(np.stack([users, items], axis=1), tf.int32)
-    n_batches = -(-n // batch_size)
 
     def one_pass(pass_seed):
         order = tf.range(n)
@@ -45,9 +58,12 @@ def positive_pairs_dataset(train: Interactions, batch_size: int, seed: int = 0,
 
         return tf.data.Dataset.range(n_batches).map(batch)
 
-    passes = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(1)
-    dataset = passes.flat_map(one_pass)
-    dataset = dataset.apply(tf.data.experimental.assert_cardinality(n_batches))
+    if first_epoch is None:
+        passes = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(1)
+        dataset = passes.flat_map(one_pass)
+        dataset = dataset.apply(tf.data.experimental.assert_cardinality(n_batches))
+    else:
+        dataset = tf.data.Dataset.counter(int(first_epoch)).flat_map(one_pass)
     options = tf.data.Options()
     options.autotune.enabled = False
     return dataset.prefetch(2).with_options(options)

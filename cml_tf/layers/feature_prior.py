@@ -32,6 +32,11 @@ class FeaturePrior(tf.keras.layers.Layer):
     ``normalize=True`` feeds x / ||x|| instead of x (rows scaled to unit length inside the layer,
     so ``embed_items`` and the exported signature apply it too): an article with 40 tags then
     starts the MLP at the same scale as one with 3.
+
+    Dropout masks come from a ``tf.random.Generator`` seeded with ``seed``: its state is a
+    variable of the layer, so a checkpoint holds it and a resumed run draws the masks the
+    uninterrupted run would have drawn (Keras' ``Dropout`` uses a stateful op whose position in
+    its stream lives in the process and restarts with it).
     """
 
     def __init__(self, dim: int, n_features: int, hidden: int = 256, dropout: float = 0.5,
@@ -48,7 +53,8 @@ class FeaturePrior(tf.keras.layers.Layer):
         self.w1 = self.add_weight(name="w1", shape=(self.n_features, self.hidden),
                                   initializer=glorot(seed))
         self.b1 = self.add_weight(name="b1", shape=(self.hidden,), initializer="zeros")
-        self.dropout = tf.keras.layers.Dropout(self.dropout_rate, seed=seed)
+        self._dropout_generator = (tf.random.Generator.from_seed(seed) if seed is not None
+                                   else tf.random.Generator.from_non_deterministic_state())
         self.output_layer = tf.keras.layers.Dense(
             self.dim, kernel_initializer=glorot(None if seed is None else seed + 1))
         self.output_layer.build((None, self.hidden))
@@ -63,7 +69,12 @@ class FeaturePrior(tf.keras.layers.Layer):
             features = features.with_values(
                 features.values * tf.math.rsqrt(tf.maximum(tf.gather(squares, rows), 1e-12)))
         hidden = tf.nn.relu(sparse_rows_matmul(features, self.w1) + self.b1)
-        return self.dropout(hidden, training=training)
+        if training is None or not self.dropout_rate:
+            return hidden
+        return tf.__internal__.smart_cond.smart_cond(
+            training, lambda: tf.nn.experimental.general_dropout(
+                hidden, self.dropout_rate, uniform_sampler=self._dropout_generator.uniform),
+            lambda: hidden)
 
     def call(self, features: tf.SparseTensor, training=None):
         return censor(self.output_layer(self.hidden_activations(features, training)))

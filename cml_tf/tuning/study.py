@@ -22,7 +22,17 @@ import time
 import optuna
 from optuna.trial import TrialState
 
+from cml_tf.workdir import Layout
+
 STUDY_NAME = "cml_tf"
+# What a study's workdir holds; only these entries are ever cleared or moved aside with it.
+STUDY_ENTRIES = frozenset({"config.json", "study.db", "study.db-journal", "trials", "final",
+                           "trials.csv", "best_config.json", "best_config.py", "tuning.png",
+                           "hparams", ".tune.lock"})
+STUDY_LAYOUT = Layout(
+    ours=lambda name: name in STUDY_ENTRIES or (name.startswith("final-")
+                                                and name[len("final-"):].isdigit()),
+    progress=lambda path: (path / "trials.csv").exists())  # written after each ended trial
 MAX_RETRIES = 2  # a trial that keeps being killed (e.g. out of memory) is not retried forever
 
 
@@ -39,7 +49,7 @@ class StudyLock:
             fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             self._file.close()
-            from cml_tf.train import WorkdirError  # pylint: disable=import-outside-toplevel
+            from cml_tf.workdir import WorkdirError  # pylint: disable=import-outside-toplevel
             raise WorkdirError(f"another cml_tf.tune process is running the study in "
                                f"{self.path.parent}; wait for it or choose another --workdir")
         return self
