@@ -137,7 +137,7 @@ class ExportSpec:
         taken = np.intersect1d(item_ids, self.item_ids)
         if len(taken):
             raise ValueError(f"{len(taken)} new item ids are already in the catalogue, e.g. "
-                             f"{taken[0]!r}: a trained item keeps its trained vector")
+                             f"{str(taken[0])!r}: a trained item keeps its trained vector")
         known = sp.hstack([self.known, sp.csr_matrix((self.n_users, len(item_ids)))]).tocsr()
         return dataclasses.replace(
             self, item_ids=np.concatenate([self.item_ids, item_ids]),

@@ -11,6 +11,7 @@ their cluster's tags):
 
 import json
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -173,7 +174,8 @@ def test_bad_new_items_are_refused_with_one_line(run, tmp_path):
             export.add_new_items(spec, path)
     path = tmp_path / "taken.csv"
     path.write_text(f"item,feature\n{spec.item_ids[0]},c0_tag1\n")
-    with pytest.raises(ValueError, match="already in the catalogue"):
+    with pytest.raises(ValueError, match=re.escape(f"in the catalogue, e.g. "
+                                                  f"'{spec.item_ids[0]}'")):
         export.add_new_items(spec, path)
     assert sorted(p.name for p in (workdir / "saved_model").iterdir()
                   if not p.name.startswith(".")) == ["1", "2"]
