@@ -155,6 +155,7 @@ def test_new_items_join_the_index_next_to_their_feature_neighbours(run, tmp_path
 @pytest.mark.bad_input
 def test_bad_new_items_are_refused_with_one_line(run, tmp_path):
     workdir = run[0]
+    versions = sorted(p.name for p in (workdir / "saved_model").iterdir())
     done = subprocess.run(
         [sys.executable, str(REPO / "export" / "export.py"), f"--workdir={workdir}",
          f"--new_items={tmp_path / 'missing.csv'}"], capture_output=True, text=True,
@@ -177,5 +178,4 @@ def test_bad_new_items_are_refused_with_one_line(run, tmp_path):
     with pytest.raises(ValueError, match=re.escape(f"in the catalogue, e.g. "
                                                   f"'{spec.item_ids[0]}'")):
         export.add_new_items(spec, path)
-    assert sorted(p.name for p in (workdir / "saved_model").iterdir()
-                  if not p.name.startswith(".")) == ["1", "2"]
+    assert sorted(p.name for p in (workdir / "saved_model").iterdir()) == versions
