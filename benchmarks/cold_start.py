@@ -132,8 +132,9 @@ def main(argv=None):
     def config():
         config = citeulike_t_features.get_config()
         config.train.verbose = 2
-        if args.epochs:
+        if args.epochs:  # a quick check: export even a model below the popularity baseline
             config.train.epochs = args.epochs
+            config.export.allow_untrained = True
         return config
 
     own_config = config()
