@@ -26,13 +26,15 @@ gets:
     python benchmarks/retrieval.py --sizes=260000 --rounds=3
     CML_TF_DATA=../shared/data python benchmarks/retrieval.py --citeulike   # + real citeulike-t
 
-Writes benchmarks/results/retrieval.{md,json}. Targets (issue "SavedModel export"): at 260k
-items ScaNN p50 <= 0.25 ms and >= 15x the exact export at recall@50 >= 0.98, at 1M items
->= 40x; partitioned >= 5x at recall@50 >= 0.95 at 260k. Checked for each path (Python, C++
-pool, C++ inline) and printed, not asserted.
+Writes benchmarks/results/retrieval.{md,json}. Targets: at 260k items ScaNN p50 <= 0.25 ms
+and >= 15x the exact export at recall@50 >= 0.98, at 1M items >= 40x (issue "SavedModel
+export"); the same 15x and 40x at recall@50 >= 0.98 for the stock-TensorFlow ``partitioned``
+export (issue 16; the C++ ``Session::Run`` p50 is the one that counts). Checked for each path
+(Python, C++ pool, C++ inline) and printed, not asserted.
 """
 
 import argparse
+import itertools
 import json
 import os
 import pathlib
@@ -280,23 +282,22 @@ def check_targets(rows, k) -> list[str]:
     for prefix, path in PATHS.items():
         if not any(f"{prefix}p50_median" in r for r in rows):
             continue
-        for n, scann_speedup in ((260_000, 15), (1_000_000, 40)):
-            scann = by.get((n, "scann"))
-            if scann:
-                speedup = scann[f"{prefix}speedup_p50"]
-                line(speedup >= scann_speedup and scann[f"recall@{k}"] >= 0.98,
-                     f"{path}, {n:,} items: ScaNN {speedup:.1f}x the exact export (target >= "
-                     f"{scann_speedup}x) at recall@{k} {scann[f'recall@{k}']:.4f} (>= 0.98)")
-                if n == 260_000:
-                    p50 = scann[f"{prefix}p50_median"]
-                    line(p50 <= 0.25, f"{path}, 260,000 items: ScaNN p50 {p50:.3f} ms (target "
-                         "<= 0.25)")
-        part = by.get((260_000, "partitioned"))
-        if part:
-            speedup = part[f"{prefix}speedup_p50"]
-            line(speedup >= 5 and part[f"recall@{k}"] >= 0.95,
-                 f"{path}, 260,000 items: partitioned {speedup:.1f}x at recall@{k} "
-                 f"{part[f'recall@{k}']:.4f} (target >= 5x at >= 0.95)")
+        # The same speed-up targets for ScaNN ("SavedModel export") and for the stock-TF
+        # partitioned export (issue 16).
+        for (n, wanted), (index, label) in itertools.product(
+                ((260_000, 15), (1_000_000, 40)),
+                (("scann", "ScaNN"), ("partitioned", "partitioned (stock TensorFlow)"))):
+            row = by.get((n, index))
+            if not row:
+                continue
+            speedup = row[f"{prefix}speedup_p50"]
+            line(speedup >= wanted and row[f"recall@{k}"] >= 0.98,
+                 f"{path}, {n:,} items: {label} {speedup:.1f}x the exact export (target >= "
+                 f"{wanted}x) at recall@{k} {row[f'recall@{k}']:.4f} (>= 0.98)")
+            if index == "scann" and n == 260_000:
+                p50 = row[f"{prefix}p50_median"]
+                line(p50 <= 0.25, f"{path}, 260,000 items: ScaNN p50 {p50:.3f} ms (target "
+                     "<= 0.25)")
     return lines
 
 

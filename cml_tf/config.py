@@ -27,6 +27,8 @@ def get_config() -> ml_collections.ConfigDict:
     data.user_col = "user"
     data.item_col = "item"
     data.features_from = ""      # with train_path: join this named set's item features by item id
+                                 # ("synthetic": data.synthetic's); every item with features is
+                                 # in the catalogue, trained or not
     # How the data is split into train/validation/test (paper section 4.2: per user 60/20/20,
     # seeded by split_seed; users with < 5 interactions stay in train):
     #   "auto":  a named or the synthetic set is split so; a train_path alone is split so too;

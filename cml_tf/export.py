@@ -60,9 +60,10 @@ from cml_tf.serving.module import (FALLBACK, INDEXES, ServingModule, build_index
                                    index_parameters)
 from cml_tf.serving.spec import ExportSpec, spec_from_model
 
-__all__ = ["ExportError", "ExportSpec", "export", "export_model", "export_from_training",
-           "export_workdir", "restore_model", "spec_from_model", "next_version", "INDEXES",
-           "remove_stale_temporaries", "model_fingerprint", "find_export"]
+__all__ = ["ExportError", "ExportSpec", "add_new_items", "export", "export_model",
+           "export_from_training", "export_workdir", "restore_model", "spec_from_model",
+           "next_version", "INDEXES", "remove_stale_temporaries", "model_fingerprint",
+           "find_export"]
 
 WARMUP_FILE = "tf_serving_warmup_requests"
 
@@ -241,7 +242,8 @@ def export(spec: ExportSpec, export_dir, index: str = "scann", k: int = 100,
                   "exact": bool(layer.is_exact()), "k": k, "metric": spec.metric,
                   "model": spec.model_name, "n_users": spec.n_users, "n_items": spec.n_items,
                   "model_fingerprint": model_fingerprint(spec, index, k),
-                  "dim": spec.dim, "index_build_seconds": build_seconds,
+                  "dim": spec.dim, "new_items": spec.new_items,
+                  "index_build_seconds": build_seconds,
                   "tuning": tuning, "signatures": smoke["signatures"],
                   "unknown_id_fallback": FALLBACK,
                   **check.index_report(loaded, spec, k, np.sort(report_rows),
@@ -369,11 +371,29 @@ def restore_model(workdir, checkpoint: str = "auto"):
     return model, split, config
 
 
+def add_new_items(spec: ExportSpec, path) -> ExportSpec:
+    """``spec`` with the items of a feature table (:func:`cml_tf.data.features
+    .read_item_features`: columns ``item``, ``feature``, optional ``value``) appended, each
+    embedded by the model's feature prior f(x): cold-start items that every signature can
+    return, without retraining."""
+    from cml_tf.data.features import \
+        read_item_features  # pylint: disable=import-outside-toplevel
+
+    if spec.item_embedder is None:
+        raise ValueError("--new_items needs a model with item features (CML+F): this one has "
+                         "no feature prior to embed them with")
+    ids, features = read_item_features(path, spec.feature_names)
+    spec = spec.with_items(ids, spec.embed(features))
+    logging.info("added %d new items from %s, embedded with the feature prior", len(ids), path)
+    return spec
+
+
 def export_workdir(workdir, index: str | None = None, k: int | None = None,
-                   export_dir=None, checkpoint: str = "auto", **kwargs) -> dict:
+                   export_dir=None, checkpoint: str = "auto", new_items=None, **kwargs) -> dict:
     """Exports a trained workdir (what ``export/export.py`` runs): index and k default to the
     workdir's config (``export.index``, ``export.k``), the folder to
-    ``<workdir>/saved_model``."""
+    ``<workdir>/saved_model``. ``new_items``: a feature table of items to add to the
+    catalogue (:func:`add_new_items`)."""
     model, split, config = restore_model(workdir, checkpoint)
     cfg = config.get("export") or {}
     index = index or cfg.get("index", "scann")
@@ -382,6 +402,8 @@ def export_workdir(workdir, index: str | None = None, k: int | None = None,
     if cfg and "recall_target" in cfg:
         kwargs.setdefault("recall_target", cfg["recall_target"] or None)
     export_dir = export_dir or pathlib.Path(workdir) / "saved_model"
-    return export_model(model, split, export_dir, index=index, k=k,
-                        **kwargs)
+    spec = spec_from_model(model, split)
+    if new_items:
+        spec = add_new_items(spec, new_items)
+    return export(spec, export_dir, index=index, k=k, **kwargs)
 

@@ -254,7 +254,9 @@ def _train_and_evaluate(config, split, model, distribution, run, skip_test, call
     train_seconds = float(sum(timer.seconds))
 
     metrics = {"data": {"users": split.train.n_users, "items": split.train.n_items,
-                        "train_interactions": split.train.n_interactions},
+                        "train_interactions": split.train.n_interactions,
+                        "items_without_training_interactions": int(
+                            (split.train.item_counts() == 0).sum())},
                "epochs": initial_epoch + epochs_run,
                "train_seconds": train_seconds,
                "train_pairs_per_second": (split.train.n_interactions * epochs_run

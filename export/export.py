@@ -4,6 +4,7 @@
     python export/export.py --workdir=runs/cml --index=partitioned --k=50
     python export/export.py --workdir=runs/cml --index=brute_force \
         --export_dir=/models/cml --version=7 --overwrite
+    python export/export.py --workdir=runs/cml_f --new_items=new_items.csv   # cold-start items
 
 Rebuilds the model from the workdir's ``config.json`` (data through
 ``cml_tf.data.from_config.load_data``, the same split) and its checkpoints
@@ -14,8 +15,9 @@ An existing version is refused unless ``--overwrite``. Prints the index report (
 exact search, latency) and where the export went. See ``export/README.md``.
 
 Bad flags (a k below 1, ``--index_options`` that is not a JSON object of the index's own
-parameters, an ``--export_dir`` that is a file, a folder that is not a training workdir) are
-refused with one line ``error: ...`` and exit status 1 before anything is loaded.
+parameters, an ``--export_dir`` that is a file, a folder that is not a training workdir, a
+``--new_items`` file that does not exist) are refused with one line ``error: ...`` and exit
+status 1 before anything is loaded.
 """
 
 import difflib
@@ -58,6 +60,11 @@ def define_flags(flag_values: flags.FlagValues):
                          "exact.", **options)
     flags.DEFINE_integer("report_queries", 200, "Timed single-user calls in the report.",
                          **options)
+    flags.DEFINE_string("new_items", None, "Feature table of items to add without retraining "
+                        "(CSV/TSV/Parquet with columns item, feature and optionally value; one "
+                        "row per item and feature): each is embedded with the model's feature "
+                        "prior f(x) and put in the index of the new version. CML+F models only.",
+                        **options)
     flags.DEFINE_string("index_options", "{}", "JSON object of index parameters, e.g. "
                         "'{\"num_leaves\": 500}' (ScaNN) or '{\"num_partitions_to_search\": 40}' "
                         "(partitioned).", **options)
@@ -101,6 +108,9 @@ def check_flags(options: flags.FlagValues) -> dict:
             and not pathlib.Path(options.export_dir).is_dir():
         raise CommandLineError(f"--export_dir {options.export_dir} is a file, expected a "
                                "folder (the model's base folder)")
+    if options.new_items is not None and not pathlib.Path(options.new_items).is_file():
+        raise CommandLineError(f"--new_items {options.new_items} is not a file (a feature table "
+                               "of the items to add)")
     try:
         index_options = json.loads(options.index_options)
     except ValueError as error:
@@ -171,13 +181,17 @@ def main(argv=None) -> int:
     # pylint: disable=import-outside-toplevel
     from cml_tf import export
     from cml_tf.data.errors import DataError
+    from cml_tf.data.features import NewItemsError
     try:
         result = export.export_workdir(
             options.workdir, index=options.index, k=options.k, export_dir=options.export_dir,
             checkpoint=options.checkpoint, version=options.version or None,
             overwrite=options.overwrite, report_users=options.report_users,
-            report_queries=options.report_queries,
+            report_queries=options.report_queries, new_items=options.new_items,
             **({"index_options": index_options} if index_options else {}))
+    except NewItemsError as error:
+        print(f"error: --new_items: {one_line(error)}", file=sys.stderr)
+        return 1
     except DataError as error:
         print(f"error: cannot load the data of the run in {options.workdir} (its config.json): "
               f"{one_line(error)}", file=sys.stderr)
@@ -194,6 +208,9 @@ def main(argv=None) -> int:
     print(f"  index {result['index']} {report['index_parameters']}: {recalls} vs exact on "
           f"{report['sample_users']} users; 1 user p50 {report['latency_ms']['p50']:.2f} ms")
     print(f"  signatures: {', '.join(report['signatures'])}")
+    if report["new_items"]:
+        print(f"  {report['new_items']} new items from {options.new_items} are in the index "
+              f"({report['n_items']:,} items in all)")
     return 0
 
 

@@ -1,8 +1,13 @@
 // Serving a cml_tf SavedModel from C++: the code path TF Serving's model server is built on.
 //
 // Loads an export with tensorflow::LoadSavedModel (tag "serve"), feeds a batch of raw ids
-// (tf.string, shape [batch]) to the single input of a signature (default "serving_default")
-// and prints every output of that signature as one JSON object on stdout.
+// (tf.string, shape [batch]) to the id input of a signature (default "serving_default") and
+// prints every output of that signature as one JSON object on stdout. For recommend_for_items
+// (input item_ids) the ids are one row, [1, n]: the items one anonymous user likes. The
+// filtered signatures (recommend_filtered, similar_items_filtered,
+// recommend_for_items_filtered) also get include_items and exclude_items, [batch, L], the
+// same list in every row: --include_items=ID,ID,... and --exclude_items=ID,ID,... (without
+// the flag, one empty id: no filter).
 //
 // ScaNN exports contain ScaNN's custom ops: pass --ops_library=<site-packages>/scann/scann_ops/
 // cc/_scann_ops.so so that they are registered (TF_LoadLibrary) before the graph is loaded.
@@ -20,7 +25,8 @@
 // Run:
 //
 //   ./serving_example [--ops_library=PATH]... [--signature=NAME] [--inter_op_threads=N]
-//                     [--latency=CALLS] EXPORT_DIR ID [ID...]
+//                     [--include_items=ID,...] [--exclude_items=ID,...] [--latency=CALLS]
+//                     EXPORT_DIR ID [ID...]
 //
 // --inter_op_threads sets the session's ConfigProto.inter_op_parallelism_threads: 0 (default)
 // lets TensorFlow size its inter-op thread pool; a negative value runs every op in the calling
@@ -28,9 +34,10 @@
 // Serving the same field is set by --tensorflow_inter_op_parallelism.
 //
 // With --latency=N it times the signature instead of printing its outputs: after N / 10 warm-up
-// calls, N calls of one id each (cycling through the ids), each a separate Session::Run as a
-// single request to a model server is; it prints {"signature", "calls", "p50_ms", "p99_ms",
-// "mean_ms"}. This is the serving latency without Python's per-call cost.
+// calls, N calls of one id each (cycling through the ids; with the filters given, if any),
+// each a separate Session::Run as a single request to a model server is; it prints
+// {"signature", "calls", "p50_ms", "p99_ms", "mean_ms"}. This is the serving latency without
+// Python's per-call cost.
 //
 // Exit codes: 0 success, 1 usage, 2 ops library failed to load, 3 LoadSavedModel failed,
 // 4 signature or input problem, 5 Session::Run failed.
@@ -131,27 +138,72 @@ std::string ToJson(const tensorflow::Tensor& t) {
 
 int Usage() {
   std::cerr << "usage: serving_example [--ops_library=PATH]... [--signature=NAME] "
-               "[--inter_op_threads=N] [--latency=CALLS] EXPORT_DIR ID [ID...]\n";
+               "[--inter_op_threads=N] [--include_items=ID,...] [--exclude_items=ID,...] "
+               "[--latency=CALLS] EXPORT_DIR ID [ID...]\n";
   return 1;
 }
 
-// --latency mode: one Session::Run per id, timed; prints the percentiles as JSON.
-int TimeSingleCalls(tensorflow::Session* session, const std::string& signature_name,
-                    const std::string& input_name, const std::vector<std::string>& output_names,
-                    const std::vector<std::string>& ids, long calls) {
-  std::vector<tensorflow::Tensor> queries;
-  for (const std::string& id : ids) {
-    tensorflow::Tensor query(tensorflow::DT_STRING, tensorflow::TensorShape({1}));
-    query.flat<tensorflow::tstring>()(0) = id;
-    queries.push_back(query);
+std::vector<std::string> SplitList(const std::string& text) {
+  std::vector<std::string> values;
+  std::string value;
+  std::istringstream in(text);
+  while (std::getline(in, value, ',')) values.push_back(value);
+  return values.empty() ? std::vector<std::string>{""} : values;
+}
+
+// A string tensor of `rows` rows, each the ids `row` ([rows, row.size()]), or the ids as one
+// vector ([ids.size()]) when rows < 0.
+tensorflow::Tensor Strings(const std::vector<std::string>& row, int64_t rows) {
+  const int64_t width = static_cast<int64_t>(row.size());
+  tensorflow::Tensor tensor(tensorflow::DT_STRING,
+                            rows < 0 ? tensorflow::TensorShape({width})
+                                     : tensorflow::TensorShape({rows, width}));
+  auto flat = tensor.flat<tensorflow::tstring>();
+  for (int64_t i = 0; i < flat.size(); ++i) flat(i) = row[i % width];
+  return tensor;
+}
+
+// The feeds of one request: the ids into the id input (one row for item_ids, a vector
+// otherwise) and, for a filtered signature, the filter lists repeated for every row.
+using Feeds = std::vector<std::pair<std::string, tensorflow::Tensor>>;
+Feeds MakeFeeds(const tensorflow::SignatureDef& signature, const std::vector<std::string>& ids,
+                const std::vector<std::string>& include, const std::vector<std::string>& exclude) {
+  Feeds feeds;
+  const bool one_row = signature.inputs().count("item_ids") > 0;
+  const int64_t rows = ids.empty() ? 0 : one_row ? 1 : static_cast<int64_t>(ids.size());
+  for (const auto& entry : signature.inputs()) {
+    const std::string& key = entry.first;
+    if (key == "include_items") {
+      feeds.emplace_back(entry.second.name(), Strings(include, rows));
+    } else if (key == "exclude_items") {
+      feeds.emplace_back(entry.second.name(), Strings(exclude, rows));
+    } else if (ids.empty()) {  // an empty batch
+      feeds.emplace_back(entry.second.name(),
+                         tensorflow::Tensor(tensorflow::DT_STRING,
+                                            one_row ? tensorflow::TensorShape({0, 0})
+                                                    : tensorflow::TensorShape({0})));
+    } else {
+      feeds.emplace_back(entry.second.name(), Strings(ids, one_row ? 1 : -1));
+    }
   }
+  return feeds;
+}
+
+// --latency mode: one Session::Run per id, timed; prints the percentiles as JSON.
+int TimeSingleCalls(tensorflow::Session* session, const tensorflow::SignatureDef& signature,
+                    const std::string& signature_name,
+                    const std::vector<std::string>& output_names,
+                    const std::vector<std::string>& ids, const std::vector<std::string>& include,
+                    const std::vector<std::string>& exclude, long calls) {
+  std::vector<Feeds> requests;
+  for (const std::string& id : ids) requests.push_back(MakeFeeds(signature, {id}, include, exclude));
   std::vector<double> millis;
   std::vector<tensorflow::Tensor> outputs;
   const long warmup = std::max(1L, calls / 10);
   for (long i = 0; i < warmup + calls; ++i) {
     const auto start = std::chrono::steady_clock::now();
-    tensorflow::Status status = session->Run({{input_name, queries[i % queries.size()]}},
-                                             output_names, {}, &outputs);
+    tensorflow::Status status = session->Run(requests[i % requests.size()], output_names, {},
+                                             &outputs);
     const auto stop = std::chrono::steady_clock::now();
     if (!status.ok()) {
       std::cerr << "Session::Run failed: " << status.ToString() << "\n";
@@ -181,6 +233,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> ops_libraries;
   std::string signature_name = "serving_default";
   long latency_calls = 0;
+  std::vector<std::string> include{""}, exclude{""};
   tensorflow::SessionOptions session_options;
   std::vector<std::string> positional;
   for (int i = 1; i < argc; ++i) {
@@ -192,6 +245,10 @@ int main(int argc, char** argv) {
     } else if (arg.rfind("--latency=", 0) == 0) {
       latency_calls = std::atol(arg.c_str() + 10);
       if (latency_calls <= 0) return Usage();
+    } else if (arg.rfind("--include_items=", 0) == 0) {
+      include = SplitList(arg.substr(16));
+    } else if (arg.rfind("--exclude_items=", 0) == 0) {
+      exclude = SplitList(arg.substr(16));
     } else if (arg.rfind("--inter_op_threads=", 0) == 0) {
       session_options.config.set_inter_op_parallelism_threads(std::atoi(arg.c_str() + 19));
     } else if (arg == "--") {
@@ -234,15 +291,20 @@ int main(int argc, char** argv) {
     return 4;
   }
   const tensorflow::SignatureDef& signature = found->second;
-  if (signature.inputs_size() != 1) {
-    std::cerr << "signature " << signature_name << " has " << signature.inputs_size()
-              << " inputs; this example feeds one vector of string ids\n";
-    return 4;
-  }
-  const auto& input = *signature.inputs().begin();
-  if (input.second.dtype() != tensorflow::DT_STRING) {
-    std::cerr << "input " << input.first << " is not a string tensor\n";
-    return 4;
+  std::string input_key;
+  for (const auto& entry : signature.inputs()) {
+    const bool filter = entry.first == "include_items" || entry.first == "exclude_items";
+    if (entry.second.dtype() != tensorflow::DT_STRING) {
+      std::cerr << "input " << entry.first << " is not a string tensor: this example feeds "
+                   "string ids only\n";
+      return 4;
+    }
+    if (!filter && !input_key.empty()) {
+      std::cerr << "signature " << signature_name << " has the inputs " << input_key << " and "
+                << entry.first << "; this example feeds one list of ids (and the filters)\n";
+      return 4;
+    }
+    if (!filter) input_key = entry.first;
   }
 
   std::vector<std::string> output_keys, output_names;
@@ -254,23 +316,20 @@ int main(int argc, char** argv) {
 
   if (latency_calls > 0) {
     if (ids.empty()) return Usage();
-    return TimeSingleCalls(bundle.session.get(), signature_name, input.second.name(),
-                           output_names, ids, latency_calls);
+    return TimeSingleCalls(bundle.session.get(), signature, signature_name, output_names, ids,
+                           include, exclude, latency_calls);
   }
 
-  tensorflow::Tensor batch(tensorflow::DT_STRING,
-                           tensorflow::TensorShape({static_cast<int64_t>(ids.size())}));
-  for (size_t i = 0; i < ids.size(); ++i) batch.flat<tensorflow::tstring>()(i) = ids[i];
-
   std::vector<tensorflow::Tensor> outputs;
-  status = bundle.session->Run({{input.second.name(), batch}}, output_names, {}, &outputs);
+  status = bundle.session->Run(MakeFeeds(signature, ids, include, exclude), output_names, {},
+                               &outputs);
   if (!status.ok()) {
     std::cerr << "Session::Run failed: " << status.ToString() << "\n";
     return 5;
   }
 
   std::cout << "{\"signature\":" << JsonString(signature_name) << ",\"input\":"
-            << JsonString(input.first) << ",\"outputs\":{";
+            << JsonString(input_key) << ",\"outputs\":{";
   for (size_t i = 0; i < outputs.size(); ++i) {
     if (i) std::cout << ',';
     std::cout << JsonString(output_keys[i]) << ":{\"dtype\":"

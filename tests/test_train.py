@@ -197,5 +197,6 @@ def test_short_citeulike_run_learns(citeulike_dir, tmp_path):
     config.train.update(epochs=10, batch_size=8192, eval_every=10, verbose=0)
     config.export.enabled = False
     metrics = train.train_and_evaluate(config, str(tmp_path / "run"))
-    assert metrics["data"] == {"users": 7947, "items": 25975, "train_interactions": 82707}
+    assert metrics["data"] == {"users": 7947, "items": 25975, "train_interactions": 82707,
+                               "items_without_training_interactions": 3073}
     assert metrics["test"]["recall@50"] > 0.15

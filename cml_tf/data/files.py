@@ -36,6 +36,7 @@ import scipy.sparse as sp
 from cml_tf.data import _pandas_io
 from cml_tf.data._tables import binary_matrix, factorize
 from cml_tf.data.errors import DataError
+from cml_tf.data.features import extend_catalogue
 from cml_tf.data.interactions import Interactions
 from cml_tf.data.split import Split
 from cml_tf.data.lines import describe_columns, line_error, require_file
@@ -119,7 +120,7 @@ def load_interactions_file(path: PathLike, user_col: str = "user", item_col: str
 def load_split_files(train_path: PathLike, valid_path: Optional[PathLike] = None,
                      test_path: Optional[PathLike] = None, user_col: str = "user",
                      item_col: str = "item", weight_col: Optional[str] = None,
-                     sep: Optional[str] = None) -> Split:
+                     sep: Optional[str] = None, extra_items=None) -> Split:
     """Reads a ready-made split (nothing is re-split) as a :class:`~cml_tf.data.split.Split`.
 
     The training file alone defines the id maps (ids in order of first appearance); validation
@@ -129,9 +130,13 @@ def load_split_files(train_path: PathLike, valid_path: Optional[PathLike] = None
     ``unknown_users[part]`` counts held-out rows whose user is not in the training file (dropped).
 
     All files share the column names and the format rules of :func:`load_interactions_file`
-    (each file's format follows its own extension).
+    (each file's format follows its own extension). ``extra_items``: item ids that join the
+    catalogue after the training file's own (:func:`~cml_tf.data.features.extend_catalogue`),
+    e.g. the items of a feature table; held-out rows that name them are then not unseen.
     """
     train = load_interactions_file(train_path, user_col, item_col, weight_col, sep, name="train")
+    if extra_items is not None:
+        train = extend_catalogue(train, extra_items)
     held_out = {}
     unseen = {}
     unknown = {}

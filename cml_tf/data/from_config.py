@@ -8,9 +8,11 @@ import logging
 import os
 import pathlib
 
+import numpy as np
+
 from cml_tf.data import registry
 from cml_tf.data.errors import DataError
-from cml_tf.data.features import join_item_features
+from cml_tf.data.features import extend_catalogue, join_item_features
 from cml_tf.data.files import load_interactions_file, load_split_files
 from cml_tf.data.split import Split, split_per_user
 from cml_tf.data.synthetic import make_synthetic
@@ -42,6 +44,7 @@ def load_data(data_config) -> Split:
     if split.valid is None and split.test is None:
         log.warning("no validation or test data: nothing will be evaluated (data.split=%r; "
                     "'auto' or 'paper' split one file 60/20/20 per user)", mode)
+    _log_catalogue(split)
     return split
 
 
@@ -76,16 +79,17 @@ def _split_from_files(data_config, mode: str) -> Split:
         raise ValueError(f"data.split='paper' splits data.train_path itself; it cannot use "
                          f"data.{' and data.'.join(held_out)} too (data.split='auto' reads the "
                          "files as given)")
+    features = _feature_source(data_config)
     if mode == "paper" or (mode == "auto" and not held_out):
         data = load_interactions_file(data_config.train_path, user_col=data_config.user_col,
                                       item_col=data_config.item_col)
         log.info("%s: split 60/20/20 per user with the paper's protocol (data.split=%r, "
                  "split_seed %d)", data_config.train_path, mode, data_config.split_seed)
-        return split_per_user(_with_features(data, data_config), seed=data_config.split_seed)
+        return split_per_user(_with_features(data, features), seed=data_config.split_seed)
     split = load_split_files(data_config.train_path, data_config.valid_path or None,
                              data_config.test_path or None, user_col=data_config.user_col,
-                             item_col=data_config.item_col)
-    return dataclasses.replace(split, train=_with_features(split.train, data_config))
+                             item_col=data_config.item_col, extra_items=_featured(features))
+    return dataclasses.replace(split, train=_with_features(split.train, features))
 
 
 def _require_path(data_config, key: str):
@@ -95,19 +99,49 @@ def _require_path(data_config, key: str):
         raise DataError(f"data.{key}: {data_config[key]} does not exist{where}")
 
 
-def _with_features(train, data_config):
-    if data_config.use_features:
-        source = data_config.features_from or (
-            data_config.name if data_config.name not in ("synthetic", "files") else "")
-        if not source:
-            raise ValueError("data.use_features with your own split needs data.features_from "
-                             "(the named data set whose item features to join by item id)")
-        features = registry.load(source, data_dir=data_config.data_dir or None,
-                                 download=data_config.download,
-                                 **_loader_kwargs(_with_name(data_config, source)))
-        train = join_item_features(train, features.item_ids, features.item_features,
-                                   features.feature_names)
-    return train
+def _feature_source(data_config):
+    """The data set whose item features own files get (None without data.use_features)."""
+    if not data_config.use_features:
+        return None
+    source = data_config.features_from or (
+        data_config.name if data_config.name not in ("synthetic", "files") else "")
+    if not source:
+        raise ValueError("data.use_features with your own split needs data.features_from "
+                         "(the named data set whose item features to join by item id, or "
+                         "'synthetic' for the data.synthetic set's)")
+    if source == "synthetic":
+        return make_synthetic(**data_config.synthetic.to_dict())
+    return registry.load(source, data_dir=data_config.data_dir or None,
+                         download=data_config.download,
+                         **_loader_kwargs(_with_name(data_config, source)))
+
+
+def _featured(features):
+    """Ids of the items with at least one feature (None without features)."""
+    if features is None:
+        return None
+    return features.item_ids[np.diff(features.item_features.indptr) > 0]
+
+
+def _with_features(train, features):
+    """``train`` with the features joined by item id. With features the catalogue is every item
+    that has features or interactions: an item with features but no training interaction (only
+    in the feature source, or only held out) is learnt through the feature prior alone, scored
+    and exported."""
+    if features is None:
+        return train
+    train = extend_catalogue(train, _featured(features))
+    return join_item_features(train, features.item_ids, features.item_features,
+                              features.feature_names)
+
+
+def _log_catalogue(split: Split) -> None:
+    """Logs how many items of the catalogue have no training interaction."""
+    untrained = int((split.train.item_counts() == 0).sum())
+    if untrained:
+        log.info("%d of %d items have no training interaction%s", untrained,
+                 split.train.n_items, ": they are learnt through the feature prior alone"
+                 if split.train.item_features is not None else "")
 
 
 def _with_name(data_config, name):

@@ -9,6 +9,9 @@ import numpy as np
 import tensorflow as tf
 
 REPORT_FILE = "index_report.json"  # in <version>/assets.extra/
+# The filtered signatures and the signature each one filters.
+FILTERED = {"recommend_filtered": "serving_default", "similar_items_filtered": "similar_items",
+            "recommend_for_items_filtered": "recommend_for_items"}
 
 
 class SmokeTestError(AssertionError):
@@ -33,9 +36,11 @@ def exact_scores(queries: np.ndarray, items: np.ndarray, metric: str) -> np.ndar
 
 
 def exact_top_k(queries: np.ndarray, items: np.ndarray, k: int, metric: str,
-                exclude=None, chunk_cells: int = 1 << 24) -> tuple[np.ndarray, np.ndarray]:
+                exclude=None, include=None,
+                chunk_cells: int = 1 << 24) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-``k`` (scores, positions) best first, ties by lower position, without the
-    positions in ``exclude[b]`` (a sequence of index arrays, or None). Empty slots: NaN, -1."""
+    positions in ``exclude[b]`` (a sequence of index arrays, or None) and, where ``include[b]``
+    is not None, among the positions it lists only. Empty slots: NaN, -1."""
     queries = np.asarray(queries, np.float32)
     n = len(items)
     chunk = max(1, chunk_cells // max(n, 1))
@@ -43,8 +48,12 @@ def exact_top_k(queries: np.ndarray, items: np.ndarray, k: int, metric: str,
     out_positions = np.full((len(queries), k), -1, np.int64)
     for lo in range(0, len(queries), chunk):
         scores = exact_scores(queries[lo:lo + chunk], items, metric)
-        if exclude is not None:
-            for b in range(scores.shape[0]):
+        for b in range(scores.shape[0]):
+            if include is not None and include[lo + b] is not None:
+                allowed = np.zeros(n, bool)
+                allowed[np.asarray(include[lo + b], np.int64)] = True
+                scores[b, ~allowed] = -np.inf
+            if exclude is not None:
                 scores[b, np.asarray(exclude[lo + b], np.int64)] = -np.inf
         width = min(k, n)
         part = np.argpartition(-scores, width - 1, axis=1)[:, :width] if width < n else \
@@ -118,13 +127,30 @@ def unknown_id(existing) -> str:
     return candidate
 
 
+def signature_names(spec) -> list[str]:
+    """The signatures an export of ``spec`` has."""
+    names = ["serving_default", "similar_items", "recommend_for_items", *FILTERED]
+    return names + (["embed_items"] if spec.item_embedder is not None else [])
+
+
+def empty_batch_inputs(spec) -> dict:
+    """Inputs of a batch of 0 rows for every signature."""
+    vector, rows = tf.constant([], tf.string), tf.zeros([0, 3], tf.string)
+    inputs = {"serving_default": {"user_id": vector}, "similar_items": {"item_id": vector},
+              "recommend_for_items": {"item_ids": rows}, "embed_items": {
+                  "feature_ids": rows, "feature_values": tf.zeros([0, 3])}}
+    for name, base in FILTERED.items():
+        inputs[name] = {**inputs[base], "include_items": rows, "exclude_items": rows}
+    return inputs
+
+
 def smoke_test(loaded, spec, k: int, exact: bool, sample: int = 8) -> dict:
-    """Calls every signature of the loaded export on known and unknown ids and an empty batch;
-    raises :class:`SmokeTestError` on the first wrong result. ``exact``: also compares
-    ``serving_default`` with :func:`exact_recommendations`. Returns a summary of what ran."""
-    expected = {"serving_default", "similar_items", "recommend_for_items"}
-    if spec.item_embedder is not None:
-        expected.add("embed_items")
+    """Calls every signature of the loaded export on known and unknown ids and on an empty
+    batch; raises :class:`SmokeTestError` on the first wrong result. ``exact``: also compares
+    ``serving_default`` with :func:`exact_recommendations` (the filtered signatures are compared
+    with exact search over their allowed items either way where the result must be exact).
+    Returns a summary of what ran."""
+    expected = set(signature_names(spec))
     _check(set(loaded.signatures) == expected,
            f"signatures {sorted(loaded.signatures)} != {sorted(expected)}")
     rng = np.random.default_rng(0)
@@ -164,9 +190,13 @@ def smoke_test(loaded, spec, k: int, exact: bool, sample: int = 8) -> dict:
         ref_ids = np.where(ref_positions >= 0, spec.item_ids[np.maximum(ref_positions, 0)], "")
         _check(same_top_k(ids[:len(rows)], scores[:len(rows)], ref_ids, ref_scores),
                "serving_default differs from exact search")
-    empty = loaded.signatures["serving_default"](user_id=tf.constant([], tf.string))
-    _check(empty["item_ids"].shape == (0, k) and empty["scores"].shape == (0, k),
-           f"empty batch gives {empty['item_ids'].shape}")
+    for name, inputs in empty_batch_inputs(spec).items():
+        if name in expected:
+            empty = loaded.signatures[name](**inputs)
+            shapes = {key: tuple(value.shape) for key, value in empty.items()}
+            want = ({"embeddings": (0, spec.dim)} if name == "embed_items" else
+                    {"item_ids": (0, k), "scores": (0, k), "known": (0,)})
+            _check(shapes == want, f"{name} on an empty batch gives {shapes}")
 
     # similar_items
     items = list(spec.item_ids[rng.choice(spec.n_items, min(4, spec.n_items), replace=False)])
@@ -190,7 +220,8 @@ def smoke_test(loaded, spec, k: int, exact: bool, sample: int = 8) -> dict:
            "recommend_for_items returned a given item")
     _check(list(ids[1]) == list(fallback[0]), "an empty item list must get the fallback")
 
-    ran = ["serving_default", "similar_items", "recommend_for_items"]
+    _smoke_filtered(loaded, spec, k, exact, rng, missing_user, missing_item)
+    ran = ["serving_default", "similar_items", "recommend_for_items", *FILTERED]
     if spec.item_embedder is not None:
         names = list(spec.feature_names[:3])
         feature_ids = tf.constant([names + [""], [unknown_id(spec.feature_names), "", "", ""]])
@@ -207,6 +238,69 @@ def smoke_test(loaded, spec, k: int, exact: bool, sample: int = 8) -> dict:
                "embed_items differs from the model's own item embedder")
         ran.append("embed_items")
     return {"signatures": ran, "users": len(users), "exact_compared": bool(exact)}
+
+
+def _known_of(spec, user: int) -> np.ndarray:
+    return spec.known.indices[spec.known.indptr[user]:spec.known.indptr[user + 1]]
+
+
+def _smoke_filtered(loaded, spec, k, exact, rng, missing_user, missing_item):
+    """The filtered signatures: an inclusion list (with an unknown id and padding), no
+    inclusion list, an inclusion list of an unknown id only, an unknown user; each row checked
+    against exact search over its allowed items where that is what it must return."""
+    n = spec.n_items
+    users = np.sort(rng.choice(spec.n_users, min(2, spec.n_users), replace=False))
+    listed = rng.choice(n, min(n, max(3, k // 2)), replace=False)
+    dropped = listed[:1]
+    ids = spec.item_ids
+    rows = [(spec.user_ids[users[0]], list(ids[listed]) + [missing_item, ""], list(ids[dropped])),
+            (spec.user_ids[users[-1]], ["", ""], list(ids[dropped])),
+            (spec.user_ids[users[0]], [missing_item], []),
+            (missing_user, list(ids[listed]), [])]
+    width = max(len(r[1]) for r in rows), max(len(r[2]) for r in rows) + 1
+    pad = [lambda row, w=w: row + [""] * (w - len(row)) for w in width]
+    out = loaded.signatures["recommend_filtered"](
+        user_id=tf.constant([r[0] for r in rows]),
+        include_items=tf.constant([pad[0](r[1]) for r in rows]),
+        exclude_items=tf.constant([pad[1](r[2]) for r in rows]))
+    got, scores, known = (_decode(out["item_ids"].numpy()), out["scores"].numpy(),
+                          out["known"].numpy())
+    _check(got.shape == (4, k) and known.tolist() == [True, True, True, False],
+           f"recommend_filtered shape {got.shape}, known {known.tolist()}")
+    queries = np.stack([spec.user_vectors[users[0]], spec.user_vectors[users[-1]],
+                        spec.user_vectors[users[0]], spec.fallback_query()])
+    exclude = [np.union1d(_known_of(spec, users[0]), dropped),
+               np.union1d(_known_of(spec, users[-1]), dropped), _known_of(spec, users[0]), []]
+    ref_scores, ref_positions = exact_top_k(queries, spec.item_vectors, k, spec.metric, exclude,
+                                            include=[listed, None, [], listed])
+    ref_ids = np.where(ref_positions >= 0, ids[np.maximum(ref_positions, 0)], "")
+    check_rows = [0, 1, 2, 3] if exact else [0, 2, 3]
+    _check(same_top_k(got[check_rows], scores[check_rows], ref_ids[check_rows],
+                      ref_scores[check_rows]),
+           "recommend_filtered differs from exact search over the allowed items")
+    allowed = set(ids) - set(ids[exclude[1]])
+    _check(set(got[1]) - {""} <= allowed, "recommend_filtered returned an excluded item")
+
+    item = int(listed[0])
+    out = loaded.signatures["similar_items_filtered"](
+        item_id=tf.constant([ids[item], missing_item]),
+        include_items=tf.constant([list(ids[listed])] * 2),
+        exclude_items=tf.constant([[""], [""]]))
+    got, scores = _decode(out["item_ids"].numpy()), out["scores"].numpy()
+    queries = np.stack([spec.item_vectors[item], spec.fallback_query()])
+    ref_scores, ref_positions = exact_top_k(queries, spec.item_vectors, k, spec.metric,
+                                            [[item], []], include=[listed, listed])
+    ref_ids = np.where(ref_positions >= 0, ids[np.maximum(ref_positions, 0)], "")
+    _check(same_top_k(got, scores, ref_ids, ref_scores) and out["known"].numpy().tolist() ==
+           [True, False], "similar_items_filtered differs from exact search over its list")
+
+    liked = [ids[listed[0]], ids[listed[-1]]]
+    out = loaded.signatures["recommend_for_items_filtered"](
+        item_ids=tf.constant([liked]), include_items=tf.constant([list(ids[listed])]),
+        exclude_items=tf.constant([[""]]))
+    got = _decode(out["item_ids"].numpy())
+    _check(not set(got[0]) & set(liked) and set(got[0]) - {""} <= set(ids[listed]),
+           "recommend_for_items_filtered returned a given item or one outside its list")
 
 
 # ---- report -----------------------------------------------------------------------------------

@@ -24,6 +24,23 @@ Signatures (``k`` fixed at export; ids are ``tf.string``; ``B`` = batch):
 ``embed_items`` (models with item features only): ``feature_ids [B, F]`` (feature names,
     padded with ``""``; unknown names ignored), ``feature_values [B, F]`` float32 ->
     ``embeddings [B, dim]`` float32: the model's vectors for new (cold-start) items.
+``recommend_filtered``, ``similar_items_filtered``, ``recommend_for_items_filtered``: the
+    three above with two more inputs, ``include_items [B, L1]`` and ``exclude_items [B, L2]``
+    (item ids, padded with ``""``; unknown ids ignored), and the same outputs: the best ``k``
+    items among the allowed ones. A row's allowed items are its inclusion list when the row
+    names any item (a row of padding only: every item), minus its exclusion list, minus what
+    the unfiltered signature excludes (the user's training items, the item itself, the given
+    items). An inclusion list is scored exactly, whatever the index, so its result is the exact
+    top-k of the list; without one the index is searched ``k`` + the row's exclusions deep and
+    the exclusions are dropped before the top ``k`` is taken (exact for ``brute_force``, up to
+    the index's recall otherwise). An unknown query id (``known`` false) is answered from the
+    users' centroid under the same filters.
+
+Every input is checked first: one of the wrong rank (or filter rows that do not match the
+batch) fails the call with a message that names the input and the shape it must have. The
+signatures declare their inputs without a static shape so that this check runs in every
+server: a declared shape would let TensorFlow fold the check away at load time without ever
+comparing it with what a client sends.
 
 Scores are higher-is-better: ``-||u - v||^2`` for squared_l2 (so in [-4, 0] in the unit ball),
 ``u . v`` for dot_product. Slots that cannot be filled (fewer than ``k`` items left after the
@@ -37,7 +54,7 @@ import numpy as np
 import tensorflow as tf
 
 from cml_tf.layers import retrieval
-from cml_tf.serving.check import exact_fallback
+from cml_tf.serving.check import FILTERED, exact_fallback
 
 INDEXES = ("scann", "partitioned", "brute_force")
 FALLBACK = ("the k items nearest to the centroid of all user vectors (censored into the unit "
@@ -165,15 +182,21 @@ class ServingModule(tf.Module):
                 tf.SparseTensorSpec([None, spec.n_features], tf.float32))
             self.embedder_variables = list(traced.variables)
 
-        string_vector = tf.TensorSpec([None], tf.string)
-        self.recommend = tf.function(self._recommend, input_signature=[string_vector])
-        self.similar_items = tf.function(self._similar_items, input_signature=[string_vector])
-        self.recommend_for_items = tf.function(
-            self._recommend_for_items, input_signature=[tf.TensorSpec([None, None], tf.string)])
+        self.fallback_query = tf.Variable(spec.fallback_query(), trainable=False,
+                                          name="fallback_query")
+        # No static shapes: the signatures check them at run time (see the module docstring).
+        ids, values = tf.TensorSpec(None, tf.string), tf.TensorSpec(None, tf.float32)
+        self.recommend = tf.function(self._recommend, input_signature=[ids])
+        self.similar_items = tf.function(self._similar_items, input_signature=[ids])
+        self.recommend_for_items = tf.function(self._recommend_for_items, input_signature=[ids])
+        self.recommend_filtered = tf.function(self._recommend_filtered,
+                                              input_signature=[ids] * 3)
+        self.similar_items_filtered = tf.function(self._similar_items_filtered,
+                                                  input_signature=[ids] * 3)
+        self.recommend_for_items_filtered = tf.function(self._recommend_for_items_filtered,
+                                                        input_signature=[ids] * 3)
         if self._embedder is not None:
-            self.embed_items = tf.function(
-                self._embed_items, input_signature=[tf.TensorSpec([None, None], tf.string),
-                                                    tf.TensorSpec([None, None], tf.float32)])
+            self.embed_items = tf.function(self._embed_items, input_signature=[ids, values])
 
     # ---- signatures ------------------------------------------------------------------------
 
@@ -183,6 +206,8 @@ class ServingModule(tf.Module):
         signatures = {"serving_default": self.recommend.get_concrete_function(),
                       "similar_items": self.similar_items.get_concrete_function(),
                       "recommend_for_items": self.recommend_for_items.get_concrete_function()}
+        for name in FILTERED:
+            signatures[name] = getattr(self, name).get_concrete_function()
         if self._embedder is not None:
             signatures["embed_items"] = self.embed_items.get_concrete_function()
         return signatures
@@ -195,35 +220,45 @@ class ServingModule(tf.Module):
         return self._outputs(positions, scores, known)
 
     def _similar_items(self, item_id):
-        items = self.item_table.lookup(item_id)
-        known = items >= 0
-        rows = tf.cast(tf.maximum(items, 0), tf.int32)
-        scores, positions, invalid = self._search(self._item_queries(rows), self._k + 1)
+        queries, rows, known = self._item_queries(item_id)
+        scores, positions, invalid = self._search(queries, self._k + 1)
         invalid |= tf.equal(positions, rows[:, None]) & known[:, None]
         scores, positions = _best(scores, positions, invalid, self._k)
         return self._outputs(positions, scores, known)
 
     def _recommend_for_items(self, item_ids):
-        items = self.item_table.lookup(item_ids)                                  # [B, L]
-        valid = items >= 0
-        weights = tf.cast(valid, tf.float32)
-        counts = tf.reduce_sum(weights, axis=1)
-        vectors = self._item_queries(tf.maximum(items, 0)) * weights[:, :, None]
-        query = tf.reduce_sum(vectors, axis=1) / tf.maximum(counts, 1.0)[:, None]
-        if self._metric == "squared_l2":
-            query = query / tf.maximum(tf.norm(query, axis=1, keepdims=True), 1.0)
-        known = counts > 0
-        width = self._k + tf.shape(items)[1]
-        scores, positions, invalid = self._search(query, width)
-        # Membership of each result in its row's items: sorted rows + batched searchsorted.
-        given = tf.sort(tf.cast(tf.where(valid, items, -2), tf.int32), axis=1)
-        given = tf.concat([given, tf.fill([tf.shape(given)[0], 1], -2)], axis=1)  # never empty
-        slot = tf.minimum(tf.searchsorted(given, positions), tf.shape(given)[1] - 1)
-        invalid |= tf.equal(tf.gather(given, slot, batch_dims=1), positions)
+        queries, given, counts, known = self._liked_queries(item_ids)
+        scores, positions, invalid = self._search(queries, self._k + tf.shape(given)[1])
+        invalid |= _in_rows(self._row_keys(given), positions, self._n_items)
         scores, positions = _best(scores, positions, invalid, self._k)
         return self._outputs(positions, scores, known)
 
+    def _recommend_filtered(self, user_id, include_items, exclude_items):
+        queries, _, rows, known = self._user_queries(user_id)
+        queries = tf.where(known[:, None], queries, self.fallback_query)
+        counts = tf.where(known, tf.gather(self.known_counts, rows), 0)
+        return self._filtered(queries, known, counts,
+                              lambda p: self._is_known(rows, p) & known[:, None],
+                              include_items, exclude_items, "user_id")
+
+    def _similar_items_filtered(self, item_id, include_items, exclude_items):
+        queries, rows, known = self._item_queries(item_id)
+        queries = tf.where(known[:, None], queries, self.fallback_query)
+        return self._filtered(queries, known, tf.cast(known, tf.int32),
+                              lambda p: tf.equal(p, rows[:, None]) & known[:, None],
+                              include_items, exclude_items, "item_id")
+
+    def _recommend_for_items_filtered(self, item_ids, include_items, exclude_items):
+        queries, given, counts, known = self._liked_queries(item_ids)
+        queries = tf.where(known[:, None], queries, self.fallback_query)
+        keys = self._row_keys(given)
+        return self._filtered(queries, known, tf.cast(counts, tf.int32),
+                              lambda p: _in_rows(keys, p, self._n_items),
+                              include_items, exclude_items, "item_ids")
+
     def _embed_items(self, feature_ids, feature_values):
+        feature_ids = _checked(feature_ids, "feature_ids", 2)
+        feature_values = _checked(feature_values, "feature_values", 2)
         tf.debugging.assert_equal(tf.shape(feature_ids), tf.shape(feature_values),
                                   message="feature_ids and feature_values differ in shape")
         columns = self.feature_table.lookup(feature_ids)                           # [B, F]
@@ -236,9 +271,58 @@ class ServingModule(tf.Module):
         embeddings = tf.ensure_shape(self._embedder.value(sparse), [None, self._dim])
         return {"embeddings": tf.cast(embeddings, tf.float32)}
 
+    def _filtered(self, queries, known, own_counts, is_own, include_items, exclude_items,
+                  query_name):
+        """The best ``k`` allowed items per row (module docstring): ``is_own(positions)`` marks
+        what the unfiltered signature excludes, ``own_counts`` how many of them a row has."""
+        include_items = _checked(include_items, "include_items", 2, rows_of=(queries,
+                                                                             query_name))
+        exclude_items = _checked(exclude_items, "exclude_items", 2, rows_of=(queries,
+                                                                             query_name))
+        has_inclusions = tf.reduce_any(tf.not_equal(include_items, ""), axis=1)   # [B]
+        excluded = tf.cast(self.item_table.lookup(exclude_items), tf.int32)
+        excluded_keys = self._row_keys(excluded)
+        excluded_counts = tf.reduce_sum(tf.cast(excluded >= 0, tf.int32), axis=1)
+
+        def drop(positions):
+            return (positions < 0) | is_own(positions) | _in_rows(excluded_keys, positions,
+                                                                   self._n_items)
+
+        def from_index():
+            width = self._k + tf.reduce_max(tf.concat([own_counts + excluded_counts, [0]], 0))
+            scores, positions, invalid = self._search(queries, width)
+            return _best(scores, positions, invalid | drop(positions), self._k)
+
+        def from_inclusions():
+            # Sorted, so that a repeated id is dropped and ties go to the lower position, as
+            # in exact search; scored exactly against the unique items of the batch's lists.
+            positions = tf.sort(tf.cast(self.item_table.lookup(include_items), tf.int32),
+                                axis=1)
+            previous = tf.concat([tf.fill([tf.shape(positions)[0], 1], -1), positions],
+                                 axis=1)[:, :-1]
+            unique, slot = tf.unique(tf.reshape(tf.maximum(positions, 0), [-1]))
+            table = retrieval.score_matrix(queries, tf.gather(self.item_vectors, unique),
+                                           self._metric)
+            scores = tf.gather(table, tf.reshape(slot, tf.shape(positions)), batch_dims=1)
+            invalid = drop(positions) | tf.equal(positions, previous)
+            return _best(scores, positions, invalid, self._k)
+
+        def nothing():
+            batch = tf.shape(queries)[0]
+            return tf.zeros([batch, self._k]), tf.fill([batch, self._k], -1)
+
+        # Each path runs only when some row of the batch needs it.
+        searched = tf.cond(tf.reduce_any(~has_inclusions), from_index, nothing)
+        listed = tf.cond(tf.reduce_any(has_inclusions), from_inclusions, nothing)
+        column = has_inclusions[:, None]
+        scores = tf.where(column, listed[0], searched[0])
+        positions = tf.where(column, listed[1], searched[1])
+        ids = tf.gather(self.item_id_strings, positions + 1)      # position -1 -> b""
+        return {"item_ids": ids, "scores": scores, "known": known}
+
     # ---- helpers ---------------------------------------------------------------------------
 
-    def _item_queries(self, rows):
+    def _query_vectors_of_items(self, rows):
         """The query vectors of items (table rows): their vectors, or e_i (``item_queries``)."""
         if self._one_hot_items:
             return tf.one_hot(rows, self._dim)
@@ -248,12 +332,41 @@ class ServingModule(tf.Module):
         """(query vectors, search width, table rows, known) of a batch of user ids: the width is
         ``k`` plus the training-item count of the batch's most active known user, so that ``k``
         items are left after the exclusions (``k`` for an empty batch)."""
-        users = self.user_table.lookup(user_id)
+        users = self.user_table.lookup(_checked(user_id, "user_id", 1))
         known = users >= 0
         rows = tf.maximum(users, 0)
         counts = tf.where(known, tf.gather(self.known_counts, rows), 0)
         width = self._k + tf.maximum(tf.reduce_max(counts), 0)
         return tf.gather(self.user_vectors, rows), width, rows, known
+
+    def _item_queries(self, item_id):
+        """(item vectors, int32 rows, known) of a batch of item ids."""
+        items = self.item_table.lookup(_checked(item_id, "item_id", 1))
+        known = items >= 0
+        rows = tf.cast(tf.maximum(items, 0), tf.int32)
+        return self._query_vectors_of_items(rows), rows, known
+
+    def _liked_queries(self, item_ids):
+        """(queries, given positions [B, L] (-1: unknown or padding), known-id counts, known) of
+        lists of liked items: the mean of the known items' vectors, censored into the unit ball
+        for squared_l2."""
+        items = self.item_table.lookup(_checked(item_ids, "item_ids", 2))         # [B, L]
+        valid = items >= 0
+        weights = tf.cast(valid, tf.float32)
+        counts = tf.reduce_sum(weights, axis=1)
+        vectors = self._query_vectors_of_items(tf.maximum(items, 0)) * weights[:, :, None]
+        query = tf.reduce_sum(vectors, axis=1) / tf.maximum(counts, 1.0)[:, None]
+        if self._metric == "squared_l2":
+            query = query / tf.maximum(tf.norm(query, axis=1, keepdims=True), 1.0)
+        return query, tf.cast(items, tf.int32), counts, counts > 0
+
+    def _row_keys(self, positions):
+        """Sorted keys ``row * (n_items + 1) + position`` of the known positions (>= 0) of each
+        row, for :func:`_in_rows`; an end sentinel keeps every lookup in range."""
+        rows = tf.range(tf.shape(positions, out_type=tf.int64)[0])[:, None]
+        keys = tf.where(positions >= 0, rows * (self._n_items + 1) + tf.cast(positions, tf.int64),
+                        -2)
+        return tf.concat([tf.sort(tf.reshape(keys, [-1])), [_INT64_MAX]], axis=0)
 
     def _search(self, queries, width):
         """About the top-``width`` (clamped to all items) of the index, in any order: (scores,
@@ -279,6 +392,36 @@ class ServingModule(tf.Module):
         scores = tf.where(column, scores, self.fallback_scores)
         ids = tf.gather(self.item_id_strings, positions + 1)      # position -1 -> b""
         return {"item_ids": ids, "scores": scores, "known": known}
+
+
+def _checked(value, name: str, rank: int, rows_of=None):
+    """``value`` once it is known to have ``rank`` dimensions (and, with ``rows_of=(tensor,
+    its input name)``, as many rows as that tensor); otherwise the call fails with a message
+    naming the input and the shape it must have. The result has a static rank."""
+    shape = "[batch]" if rank == 1 else "[batch, length]"
+    checks = [tf.debugging.Assert(tf.equal(tf.rank(value), rank),
+                                  [f"serving input {name} must have shape {shape} (rank {rank}); "
+                                   "got shape", tf.shape(value)])]
+    with tf.control_dependencies(checks):
+        dims = tf.shape(value)
+        if rows_of is not None:
+            other, other_name = rows_of
+            checks = [tf.debugging.Assert(
+                tf.equal(dims[0], tf.shape(other)[0]),
+                [f"serving input {name} must have one row per entry of {other_name}: got",
+                 dims[0], "rows for", tf.shape(other)[0]])]
+        with tf.control_dependencies(checks):
+            return tf.reshape(value, [dims[0]] if rank == 1 else [dims[0], dims[1]])
+
+
+def _in_rows(keys, positions, n_items: int):
+    """``positions[b, j]`` is among the positions of row ``b`` behind ``keys`` (from
+    :meth:`ServingModule._row_keys`); a negative position never is. Flat keys and a 1-D
+    ``searchsorted``, so any batch size works (an empty one too)."""
+    rows = tf.range(tf.shape(positions, out_type=tf.int64)[0])[:, None]
+    wanted = tf.reshape(rows * (n_items + 1) + tf.cast(positions, tf.int64), [-1])
+    found = tf.gather(keys, tf.searchsorted(keys, wanted))
+    return tf.reshape(tf.equal(found, wanted), tf.shape(positions))
 
 
 def _best(scores, positions, invalid, k: int):

@@ -67,6 +67,8 @@ class ExportSpec:
         vector e_i (item-item models such as EASE, whose user vectors are interaction rows over
         the items and whose item vectors are columns of an item-item matrix B, so e_i scores
         B's row i); ``"one_hot"`` needs ``dim == n_items``.
+      new_items: how many of the items were added after training (:meth:`with_items`): the
+        last ``new_items`` rows, which no user has seen.
     """
 
     user_ids: np.ndarray
@@ -79,6 +81,7 @@ class ExportSpec:
     feature_names: Optional[np.ndarray] = None
     model_name: str = "model"
     item_queries: str = "vectors"
+    new_items: int = 0
 
     def __post_init__(self):
         if self.metric not in METRICS:
@@ -138,6 +141,39 @@ class ExportSpec:
         """Row positions of item ids (all must exist)."""
         position = {item: j for j, item in enumerate(self.item_ids)}
         return np.array([position[i] for i in ids], np.int64)
+
+    def with_items(self, item_ids, item_vectors) -> "ExportSpec":
+        """This spec with more items appended to the catalogue (cold-start items: ids that are
+        not in it yet, and their vectors, e.g. the feature prior's f(x)); no user has seen
+        them, so no exclusion applies to them."""
+        item_ids = _as_ids(item_ids, "new item")
+        taken = np.intersect1d(item_ids, self.item_ids)
+        if len(taken):
+            raise ValueError(f"{len(taken)} new item ids are already in the catalogue, e.g. "
+                             f"{str(taken[0])!r}: a trained item keeps its trained vector")
+        known = sp.hstack([self.known, sp.csr_matrix((self.n_users, len(item_ids)))]).tocsr()
+        return dataclasses.replace(
+            self, item_ids=np.concatenate([self.item_ids, item_ids]),
+            item_vectors=np.concatenate([self.item_vectors,
+                                         np.asarray(item_vectors, np.float32)]),
+            known=known, new_items=self.new_items + len(item_ids))
+
+    def embed(self, features: sp.spmatrix, batch_size: int = 4096) -> np.ndarray:
+        """``item_embedder`` on the rows of an items x ``n_features`` sparse matrix."""
+        if self.item_embedder is None:
+            raise ValueError("the model has no item features (it was trained without them), so "
+                             "it cannot embed new items: train it with item features (CML+F)")
+        features = sp.csr_matrix(features, dtype=np.float32)
+        if features.shape[1] != self.n_features:
+            raise ValueError(f"features have {features.shape[1]} columns; the model has "
+                             f"{self.n_features} features")
+        out = []
+        for lo in range(0, features.shape[0], batch_size):
+            rows = features[lo:lo + batch_size].tocoo()
+            sparse = tf.sparse.reorder(tf.SparseTensor(
+                np.stack([rows.row, rows.col], 1).astype(np.int64), rows.data, rows.shape))
+            out.append(np.asarray(self.item_embedder(sparse), np.float32))
+        return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
 
     def fallback_query(self) -> np.ndarray:
         """The query for an unknown id: the centroid of all user vectors (censored into the unit

@@ -11,7 +11,7 @@ search depth on a ladder whose recall@k reaches ``target + margin``:
   ``num_reordering_candidates``); once the goal is reached, the smallest of 1/8, 1/4, 1/2 of
   ``num_reordering_candidates`` that still reaches it;
 * ScaNN without a tree (asymmetric hashing over every item): ``num_reordering_candidates``;
-* Partitioned: ``num_partitions_to_search``.
+* Partitioned: ``num_partitions_to_search``, from 1/8 of the default, ~1.15x apart.
 
 The depth is set on the layer before the serving functions are traced, so it is baked into the
 SavedModel. The index report then measures the result on *other* users.
@@ -27,12 +27,13 @@ from cml_tf.serving.check import exact_recommendations
 MARGIN = 0.005
 
 
-def _ladder(start: int, stop: int, low: int = 1) -> list[int]:
-    """Increasing integers from about ``start / 4`` to ``stop``, ~1.4x apart."""
-    values, value = [], max(low, start // 4, 1)
+def _ladder(start: int, stop: int, low: int = 1, first: float = 1 / 4,
+            ratio: float = 1.4) -> list[int]:
+    """Increasing integers from about ``start * first`` to ``stop``, ~``ratio`` apart."""
+    values, value = [], max(low, int(start * first), 1)
     while value < stop:
         values.append(int(value))
-        value = max(value + 1, int(math.ceil(value * 1.4)))
+        value = max(value + 1, int(math.ceil(value * ratio)))
     values.append(int(stop))
     return sorted(set(v for v in values if low <= v <= stop))
 
@@ -96,9 +97,11 @@ def tune_index(layer, spec, k: int, rows: np.ndarray, target: float = 0.98,
                 params["num_leaves_to_search"] = params["num_leaves"]
             params[name] = int(value)
     elif isinstance(layer, retrieval.Partitioned):
+        # A finer ladder: the cost of a query grows with every partition searched.
         steps = [] if "num_partitions_to_search" in fixed else [
             ("num_partitions_to_search", d)
-            for d in _ladder(layer.num_partitions_to_search, layer.num_partitions)]
+            for d in _ladder(layer.num_partitions_to_search, layer.num_partitions, first=1 / 8,
+                             ratio=1.15)]
 
         def apply(name, value):
             setattr(layer, name, int(value))

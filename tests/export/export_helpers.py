@@ -41,3 +41,20 @@ def recall(found, reference):
     values = [len({i for i in r if i} & set(f)) / max(len({i for i in r if i}), 1)
               for f, r in zip(found, reference)]
     return float(np.mean(values))
+
+
+def item_positions(spec, ids):
+    """Sorted catalogue positions of the known ids among ``ids``."""
+    where = {item: j for j, item in enumerate(spec.item_ids)}
+    return np.array(sorted({where[i] for i in ids if i in where}), np.int64)
+
+
+def filtered_reference(spec, queries, include, exclude, own, k=K):
+    """(ids, scores) of exact top-k per row among ``include[b]`` (no id at all: any item)
+    without ``exclude[b]`` (ids) and ``own[b]`` (positions): what a filtered signature of an
+    exact export returns."""
+    from cml_tf.serving.check import exact_top_k
+    allowed = [None if not any(row) else item_positions(spec, row) for row in include]
+    dropped = [np.union1d(item_positions(spec, e), o) for e, o in zip(exclude, own)]
+    scores, found = exact_top_k(queries, spec.item_vectors, k, spec.metric, dropped, allowed)
+    return np.where(found >= 0, spec.item_ids[np.maximum(found, 0)], ""), scores

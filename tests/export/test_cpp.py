@@ -81,6 +81,43 @@ def test_cpp_similar_items_and_empty_batch(binary, trained, exports):
     assert json.loads(empty.stdout)["outputs"]["item_ids"]["shape"] == "[0,20]"
 
 
+@pytest.mark.parametrize("label", ["brute_force", "partitioned", "scann"])
+def test_cpp_runs_the_filtered_signatures(label, binary, trained, exports):
+    """recommend_filtered (every row gets the same lists) on every index through Session::Run;
+    on the stock-TF partitioned export also its item twins and the latency mode with filters.
+    The results are Python's."""
+    _, _, spec = trained
+    path = exports[label][0]
+    ops = [f"--ops_library={scann_ops_library()}"] if label == "scann" else []
+    include, exclude = [str(i) for i in spec.item_ids[::11][:15]] + ["ghost"], [
+        str(spec.item_ids[0]), str(spec.item_ids[11])]
+    flags = [f"--include_items={','.join(include)}", f"--exclude_items={','.join(exclude)}"]
+    model = tf.saved_model.load(str(path))
+    calls = [("recommend_filtered", "user_id",
+              [str(u) for u in spec.user_ids[:5]] + ["ghost"])]
+    if label == "partitioned":
+        calls += [("similar_items_filtered", "item_id", [str(i) for i in spec.item_ids[20:23]]),
+                  ("recommend_for_items_filtered", "item_ids", [str(spec.item_ids[5]), "ghost"])]
+    for signature, key, ids in calls:
+        done = run(binary, *ops, f"--signature={signature}", *flags, path, *ids)
+        assert done.returncode == 0, done.stderr[-4000:]
+        result = json.loads(done.stdout)
+        assert result["signature"] == signature and result["input"] == key
+        rows = 1 if key == "item_ids" else len(ids)
+        queries = tf.constant([ids] if key == "item_ids" else ids)
+        expected = {name: value.numpy() for name, value in model.signatures[signature](
+            **{key: queries}, include_items=tf.constant([include] * rows),
+            exclude_items=tf.constant([exclude] * rows)).items()}
+        assert_same(result, expected)
+        assert all(not set(row) - set(include) - {""} for row in
+                   result["outputs"]["item_ids"]["value"])
+    if label == "partitioned":
+        timed = run(binary, "--signature=recommend_filtered", *flags, "--latency=50", path,
+                    *[str(u) for u in spec.user_ids[:3]])
+        assert timed.returncode == 0, timed.stderr[-4000:]
+        assert json.loads(timed.stdout)["signature"] == "recommend_filtered"
+
+
 def test_cpp_scann_export_needs_the_scann_ops(binary, exports):
     done = run(binary, exports["scann"][0], "u1")
     assert done.returncode != 0

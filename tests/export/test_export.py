@@ -58,7 +58,9 @@ def test_layout_and_report(exports):
         report = json.loads((path / "assets.extra" / "index_report.json").read_text())
         assert report["index"] == result["index"] and report["k"] == K
         assert report["signatures"] == ["serving_default", "similar_items",
-                                        "recommend_for_items", "embed_items"]
+                                        "recommend_for_items", "recommend_filtered",
+                                        "similar_items_filtered",
+                                        "recommend_for_items_filtered", "embed_items"]
         assert report["sample_users"] > 0 and report["latency_ms"]["p50"] > 0
         assert "centroid" in report["unknown_id_fallback"]
         if label in EXACT:
@@ -110,7 +112,9 @@ def test_failed_smoke_test_leaves_nothing_half_written(tmp_path, monkeypatch):
         export.export(spec, tmp_path, index="brute_force", k=5)          # would be version 2
     with pytest.raises(check.SmokeTestError):
         export.export(spec, tmp_path, index="scann", k=5, version=1, overwrite=True)
-    assert saved["signatures"] == ["recommend_for_items", "serving_default", "similar_items"]
+    assert saved["signatures"] == ["recommend_filtered", "recommend_for_items",
+                                   "recommend_for_items_filtered", "serving_default",
+                                   "similar_items", "similar_items_filtered"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["1"]
     assert (tmp_path / "1" / "saved_model.pb").read_bytes() == before
 

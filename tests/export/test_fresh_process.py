@@ -1,5 +1,7 @@
 """Every export in a fresh Python process that imports only TensorFlow (and ScaNN for a ScaNN
-index), never cml_tf; ``saved_model_cli show`` and ``run`` on the stock-TensorFlow exports."""
+index), never cml_tf; ``saved_model_cli show`` and ``run`` on the stock-TensorFlow exports.
+The filtered signatures run there too and must give what exact search over the allowed items
+gives (tests/export/test_filtered.py checks them in depth)."""
 
 import json
 import shutil
@@ -8,7 +10,7 @@ import sys
 
 import numpy as np
 import pytest
-from export_helpers import EXACT, K, exact_serving, recall, run_python
+from export_helpers import EXACT, K, exact_serving, filtered_reference, recall, run_python
 
 from cml_tf.serving import check
 
@@ -50,10 +52,38 @@ def requests_file(trained, tmp_path_factory):
         "recommend_for_items": {"item_ids": [["i1", "i2", ""], ["", "", ""], ["i5", "x", "i6"]]},
         "embed_items": {"feature_ids": [[names[0], names[1]], [names[2], ""]],
                         "feature_values": [[1.0, 1.0], [1.0, 0.0]]},
+        "recommend_filtered": FILTERED_REQUEST(spec),
     }
     path = tmp_path_factory.mktemp("requests") / "requests.json"
     path.write_text(json.dumps(requests))
     return path, requests
+
+
+def FILTERED_REQUEST(spec):  # noqa: N802  (a request, built like the constants above)
+    """Rows: an inclusion list with an unknown id, no filter but exclusions, unknown ids only,
+    an unknown user with an inclusion list."""
+    listed = spec.item_ids[::9][:12].tolist()
+    return {"user_id": [spec.user_ids[1], spec.user_ids[2], spec.user_ids[3], "ghost"],
+            "include_items": [listed + ["ghost"], ["", ""] + [""] * 11,
+                              ["ghost"] + [""] * 12, listed + [""]],
+            "exclude_items": [[listed[0]], spec.item_ids[:1].tolist(), [""], [""]]}
+
+
+def assert_filtered_is_exact(spec, result, request, exact):
+    users = request["user_id"]
+    rows = [spec.user_ids.tolist().index(u) if u in spec.user_ids else None for u in users]
+    queries = np.stack([spec.user_vectors[r] if r is not None else spec.fallback_query()
+                        for r in rows])
+    own = [spec.known.indices[spec.known.indptr[r]:spec.known.indptr[r + 1]]
+           if r is not None else [] for r in rows]
+    ref_ids, ref_scores = filtered_reference(spec, queries, request["include_items"],
+                                    request["exclude_items"], own)
+    got = result["recommend_filtered"]
+    ids, scores = np.array(got["item_ids"], dtype=object), np.array(got["scores"], dtype=float)
+    checked = [0, 1, 2, 3] if exact else [0, 2, 3]        # row 1 has no inclusion list
+    assert check.same_top_k(ids[checked], scores[checked], ref_ids[checked],
+                            ref_scores[checked], atol=1e-5)
+    assert got["known"] == [True, True, True, False] and set(ids[2]) == {""}
 
 
 def load_fresh(mode, requests_path, paths):
@@ -101,6 +131,7 @@ def test_stock_exports_load_with_tensorflow_alone(trained, exports, requests_fil
             assert default["item_ids"][-1] == fallback_ids.tolist(), label
         assert np.array(result["embed_items"]["embeddings"]).shape == (2, spec.dim)
         assert result["similar_items"]["known"][-1] is False
+        assert_filtered_is_exact(spec, result, requests["recommend_filtered"], label in EXACT)
 
 
 def test_scann_export_loads_with_scann_and_fails_without(trained, exports, requests_file):
@@ -121,6 +152,8 @@ def test_scann_export_loads_with_scann_and_fails_without(trained, exports, reque
             assert check.same_top_k(ids, scores, ref_ids, ref_scores, atol=1e-5)
         assert all(not (set(row) & _known(spec, user)) for row, user in zip(ids, users))
         assert set(got[label]) == set(requests)
+        assert_filtered_is_exact(spec, got[label], requests["recommend_filtered"],
+                                 label in EXACT)
 
     script = "import sys, tensorflow as tf\ntf.saved_model.load(sys.argv[1])"
     done = run_python(script, exports["scann"][0])
