@@ -287,7 +287,7 @@ def _smoke_filtered(loaded, spec, k, exact, rng, missing_user, missing_item):
         include_items=tf.constant([list(ids[listed])] * 2),
         exclude_items=tf.constant([[""], [""]]))
     got, scores = _decode(out["item_ids"].numpy()), out["scores"].numpy()
-    queries = np.stack([spec.item_vectors[item], spec.fallback_query()])
+    queries = np.stack([spec.item_query(item), spec.fallback_query()])
     ref_scores, ref_positions = exact_top_k(queries, spec.item_vectors, k, spec.metric,
                                             [[item], []], include=[listed, listed])
     ref_ids = np.where(ref_positions >= 0, ids[np.maximum(ref_positions, 0)], "")

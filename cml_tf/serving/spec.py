@@ -142,6 +142,12 @@ class ExportSpec:
         position = {item: j for j, item in enumerate(self.item_ids)}
         return np.array([position[i] for i in ids], np.int64)
 
+    def item_query(self, position: int) -> np.ndarray:
+        """The query vector an item-based signature starts from (``item_queries``)."""
+        if self.item_queries == "one_hot":
+            return np.eye(1, self.dim, position, dtype=np.float32)[0]
+        return self.item_vectors[position]
+
     def with_items(self, item_ids, item_vectors) -> "ExportSpec":
         """This spec with more items appended to the catalogue (cold-start items: ids that are
         not in it yet, and their vectors, e.g. the feature prior's f(x)); no user has seen
