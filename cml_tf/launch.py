@@ -156,6 +156,9 @@ def main(argv=None) -> int:
     log_dir = args.log_dir or tempfile.mkdtemp(prefix="cml_tf_launch_")
     os.makedirs(log_dir, exist_ok=True)
     signal.signal(signal.SIGTERM, _interrupt)  # e.g. from a job scheduler: as Ctrl-C
+    # Also when started in the background by a shell without job control, which starts it with
+    # SIGINT ignored (and Python then installs no KeyboardInterrupt handler).
+    signal.signal(signal.SIGINT, _interrupt)
     cluster = Cluster(cluster_spec(args.workers, args.ps))
     try:
         cluster.start(main_args, log_dir)

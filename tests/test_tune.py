@@ -51,8 +51,10 @@ def study_config(paths: dict, trials: int = TRIALS):
     config.train.update(epochs=3, batch_size=512, eval_every=1, verbose=0, jit_sampling=False,
                         learning_rate=BAD_LEARNING_RATE)
     config.viz.enabled = False
+    # At this size the most popular items reach validation recall@50 0.41 and the best trial
+    # about that: the final model is exported whatever it learned (issue 15.8c's check).
     config.export.update(index="brute_force", recall_target=0.0, report_users=50,
-                         report_queries=5, tune_users=50)
+                         report_queries=5, tune_users=50, allow_untrained=True)
     config.tune.update(trials=trials, budget_minutes=30.0, pruner_startup_trials=2,
                        sampler_startup_trials=4)
     config.tune.space.cml = {"model": {"margin": "uniform 0.1 2.0"},

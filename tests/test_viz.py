@@ -256,7 +256,9 @@ def small_config():
     config = get_config()
     config.data.synthetic.update(n_users=300, n_items=200, n_clusters=5, mean_per_user=12)
     config.model.dim = 16
-    config.train.update(epochs=3, batch_size=512, eval_every=1, verbose=0)
+    # Six epochs: after three, the map's neighbours agree with the planted clusters barely
+    # above chance (0.19-0.22 against 0.20), after six clearly (0.28).
+    config.train.update(epochs=6, batch_size=512, eval_every=1, verbose=0)
     config.export.enabled = False
     return config
 
@@ -280,8 +282,8 @@ def test_train_and_evaluate_writes_the_map_curves_and_projector(tmp_path):
     assert len(info["embeddings"]) == 2
 
     history, validation = viz.workdir_history(workdir)
-    assert history["epoch"] == [1, 2, 3] and len(history["loss"]) == 3
-    assert [row["epoch"] for row in validation] == [1, 2, 3]
+    assert history["epoch"] == [1, 2, 3, 4, 5, 6] and len(history["loss"]) == 6
+    assert [row["epoch"] for row in validation] == [1, 2, 3, 4, 5, 6]
     figure = viz.plot_workdir_curves(workdir, path=tmp_path / "again.png")
     check_png(tmp_path / "again.png", 1100, 400)
     assert len(figure.axes[0].get_lines()) >= 2
