@@ -304,7 +304,7 @@ def check_targets(rows, k) -> list[str]:
 def markdown(rows, args, targets, floor_ms, load) -> str:
     k = args.k
     out = [f"# Serving benchmark: exported SavedModels, `serving_default` (k={k}, r=100)", "",
-           f"Machine: {os.cpu_count()} CPU cores (shared with other work while measured), "
+           f"Machine: {os.cpu_count()} CPU cores, "
            f"TensorFlow {tf.__version__}, Python {platform.python_version()}. "
            f"Latency: median over {args.rounds} rounds of each round's p50/p99 over "
            f"{args.queries} single-user calls; throughput: batches of {args.batch}. Recall "
