@@ -38,6 +38,23 @@ def run_python(code: str, timeout: int = 300) -> subprocess.CompletedProcess:
                           timeout=timeout, cwd=REPO)
 
 
+def write_own_split(folder: pathlib.Path, **synthetic) -> dict:
+    """A planted synthetic data set split 60/20/20 per user and written as a person brings
+    their own: ``train.csv``, ``valid.csv`` and ``test.csv`` with a ``user,item`` header.
+    ``synthetic`` goes to ``make_synthetic`` (sizes); returns the three paths by part."""
+    import pandas as pd  # pylint: disable=import-outside-toplevel
+    from cml_tf.data import make_synthetic, split_per_user  # pylint: disable=import-outside-toplevel
+    data = make_synthetic(**synthetic, with_features=False)
+    split = split_per_user(data, seed=0)
+    paths = {}
+    for part in ("train", "valid", "test"):
+        users, items = getattr(split, part).pairs()
+        paths[part] = folder / f"{part}.csv"
+        pd.DataFrame({"user": data.user_ids[users], "item": data.item_ids[items]}).to_csv(
+            paths[part], index=False)
+    return paths
+
+
 def resume_config():
     """The run the resume tests interrupt: CML+F (sampling and dropout both draw random numbers),
     4 epochs with a validation pass after each."""

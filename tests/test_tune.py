@@ -16,9 +16,8 @@ from optuna.trial import TrialState
 
 from cml_tf import train
 from cml_tf.config import get_config
-from cml_tf.data.split import split_per_user
-from cml_tf.data.synthetic import make_synthetic
 from cml_tf.tune import tune
+from run_helpers import write_own_split
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TRIALS = 7
@@ -29,17 +28,8 @@ BAD_LEARNING_RATE = 2e-4
 
 
 def write_split(folder: pathlib.Path) -> dict:
-    """A synthetic data set split 60/20/20 and written as the user's own CSV files."""
-    data = make_synthetic(n_users=300, n_items=300, n_clusters=6, mean_per_user=12,
-                          with_features=False)
-    split = split_per_user(data, seed=0)
-    paths = {}
-    for part in ("train", "valid", "test"):
-        users, items = getattr(split, part).pairs()
-        paths[part] = folder / f"{part}.csv"
-        pd.DataFrame({"user": data.user_ids[users], "item": data.item_ids[items]}).to_csv(
-            paths[part], index=False)
-    return paths
+    """The tuner's data: 300 planted users and items, as the user's own CSV split."""
+    return write_own_split(folder, n_users=300, n_items=300, n_clusters=6, mean_per_user=12)
 
 
 def study_config(paths: dict, trials: int = TRIALS):

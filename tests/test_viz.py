@@ -11,6 +11,7 @@ import pytest
 import scipy.sparse as sp
 
 from cml_tf import viz
+from run_helpers import write_own_split
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -326,22 +327,6 @@ def load_config_file(name):
     return module.get_config()
 
 
-def own_split_files(folder):
-    """train/valid/test.csv of a small planted split, as a person would bring it."""
-    import pandas as pd  # pylint: disable=import-outside-toplevel
-    from cml_tf.data import make_synthetic, split_per_user  # pylint: disable=import-outside-toplevel
-    data = make_synthetic(n_users=200, n_items=150, n_clusters=4, mean_per_user=10,
-                          with_features=False)
-    split = split_per_user(data, seed=0)
-    paths = {}
-    for part in ("train", "valid", "test"):
-        users, items = getattr(split, part).pairs()
-        paths[part] = folder / f"{part}.csv"
-        pd.DataFrame({"user": data.user_ids[users], "item": data.item_ids[items]}).to_csv(
-            paths[part], index=False)
-    return paths
-
-
 HISTORY = {"loss": [3.0, 2.5, 2.2], "metric_loss": [3.0, 2.5, 2.2]}
 VALIDATION = [{"epoch": 1, "recall@50": 0.2}, {"epoch": 3, "recall@50": 0.3}]
 
@@ -356,7 +341,8 @@ def visuals_of_own_data(config_name, tmp_path, monkeypatch):
     monkeypatch.setenv("CML_TF_DATA", str(cache))
     monkeypatch.setenv("CML_TF_CITEULIKE_T_URL", str(tmp_path / "offline"))
     config = load_config_file(config_name)
-    paths = own_split_files(tmp_path)
+    paths = write_own_split(tmp_path, n_users=200, n_items=150, n_clusters=4,
+                            mean_per_user=10)
     config.data.update(train_path=str(paths["train"]), valid_path=str(paths["valid"]),
                        test_path=str(paths["test"]))
     config.viz.method = "pca"
