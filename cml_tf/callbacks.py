@@ -256,14 +256,9 @@ class EpochCheckpoint(tf.keras.callbacks.Callback):
         damaged = []
         for epoch in epochs:
             prefix = self._prefix(epoch)
-            status = None
             try:
-                _read_every_value(prefix)
-                status = self.checkpoint.restore(prefix)
-                status.assert_existing_objects_matched()
+                self.checkpoint.restore(prefix).assert_existing_objects_matched()
             except Exception as error:  # noqa: BLE001  (truncated files: IndexError, OpError...)
-                if status is not None:  # else TensorFlow logs every unrestored value when the
-                    status.expect_partial()  # attempt is garbage-collected, at no fixed moment
                 reason = " ".join(str(error).split())[:200]
                 logging.warning("checkpoint %s does not restore (%s: %s); trying the one before",
                                 prefix, type(error).__name__, reason)
@@ -336,16 +331,6 @@ class EpochCheckpoint(tf.keras.callbacks.Callback):
             logging.warning("the checkpoint state file %s is unreadable or names another "
                             "checkpoint (%s); resuming from ckpt-%d, the newest that restores",
                             path, named.group(1) if named else "none", epoch)
-
-
-def _read_every_value(prefix: str):
-    """Reads every tensor of the checkpoint at ``prefix`` (each checked against its CRC), one at
-    a time, and raises if one cannot be read. A restore that fails half-way through leaves
-    TensorFlow's restore coordinator with unmatched values, and it logs each of them whenever it
-    is garbage-collected; reading first keeps a damaged checkpoint from getting that far."""
-    reader = tf.train.load_checkpoint(prefix)
-    for name in reader.get_variable_to_shape_map():
-        reader.get_tensor(name)
 
 
 def _write_text(path, text):
