@@ -37,6 +37,9 @@ def finished(trials):
 def test_a_killed_study_resumes_with_the_same_command(tmp_path):
     config = study_config(write_split(tmp_path), trials=TRIALS)
     config.export.enabled = False
+    # Trials of a few seconds: at 3 epochs one can end between two polls of the storage, and
+    # the study could finish before the test sees a trial running after a finished one.
+    config.train.epochs = 10
     config_file = tmp_path / "tune_config.py"
     config_file.write_text(config_source(config, "the resume test's config"))
     workdir = tmp_path / "study"
