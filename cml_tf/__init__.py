@@ -4,12 +4,6 @@ Importing this package routes ``tf.keras`` to Keras 2 (the ``tf_keras`` package)
 TensorFlow Recommenders needs, by setting ``TF_USE_LEGACY_KERAS=1`` before TensorFlow resolves
 ``tf.keras``. TensorFlow itself is imported lazily: ``import cml_tf`` is fast and silent, and the
 heavy modules load on first use (``cml_tf.models``, ``cml_tf.train``, ...).
-
-Importing it before TensorFlow also sets ``TF_ONEDNN_USE_SYSTEM_ALLOCATOR=true`` unless the
-user set it: TensorFlow's oneDNN CPU allocator otherwise keeps every block it ever handed out
-in its own pool and never returns it to the system, so a process holds its peak memory for the
-rest of its life (EASE on citeulike-t: 9.0 GB still resident after a 9.5 GB peak; 0.8 GB with
-the system allocator, whose peak is 6.0 GB). A user who sets the variable keeps their value.
 """
 
 import importlib
@@ -29,6 +23,8 @@ def _route_tf_keras_to_keras2():
             f"cml_tf needs Keras 2 as tf.keras, but TF_USE_LEGACY_KERAS={value!r} is set. "
             "Unset it or set TF_USE_LEGACY_KERAS=1, then restart the Python process.")
     os.environ["TF_USE_LEGACY_KERAS"] = "1"
+    # C++ start-up chatter (oneDNN notices, ...) is not ours to print; users can override.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     tf = sys.modules.get("tensorflow")
     if tf is None:
         return
@@ -42,14 +38,6 @@ def _route_tf_keras_to_keras2():
             "TF_USE_LEGACY_KERAS=1 before importing TensorFlow.")
 
 
-def _tensorflow_defaults():
-    """Read by TensorFlow when it loads; users' own values win."""
-    # C++ start-up chatter (oneDNN notices, ...) is not ours to print.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ.setdefault("TF_ONEDNN_USE_SYSTEM_ALLOCATOR", "true")
-
-
-_tensorflow_defaults()
 _route_tf_keras_to_keras2()
 
 _SUBMODULES = (
