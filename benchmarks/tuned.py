@@ -19,8 +19,10 @@ through ``serving_default`` (k >= 100; the export excludes train and validation 
 test protocol's exclusions), then Recall@50/@100 and NDCG@50 are computed by cml_tf.metrics;
 the exact figures of the final run's metrics.json stand beside them.
 
-Writes benchmarks/results/<name>.{md,json} after every row. Budgets are wall clock: run it
-alone on the machine. ``--datasets=synthetic --budget_minutes=0.5`` checks the script quickly.
+Writes benchmarks/results/<name>.{md,json} after every row; rows recorded there by an earlier
+run and not selected by this one stay in the table as they were (so the rows may be run in
+parts, and a lost ``runs_dir`` loses no finished row). Budgets are wall clock: run it alone on
+the machine. ``--datasets=synthetic --budget_minutes=0.5`` checks the script quickly.
 """
 
 import json
@@ -237,7 +239,8 @@ def run_row(dataset, model, runs_dir):
               "exact_test": {k: final["test"][k] for k in ("recall@50", "recall@100",
                                                            "ndcg@50")},
               "served_test": served_test_metrics(pathlib.Path(result["final_workdir"])),
-              "session_seconds": time.time() - start}
+              "session_seconds": time.time() - start,
+              "command": "python benchmarks/tuned.py " + " ".join(sys.argv[1:])}
     record_file.write_text(json.dumps(record, indent=2))
     return record
 
@@ -299,11 +302,17 @@ def targets(raw, datasets) -> list:
     return lines
 
 
+def recorded_rows() -> dict:
+    """The rows of an earlier run's ``<name>.json`` ({} when there is none)."""
+    path = RESULTS / f"{FLAGS.name}.json"
+    return json.loads(path.read_text()).get("raw", {}) if path.exists() else {}
+
+
 def main(argv):
     del argv
     logging.set_verbosity(logging.INFO)
     runs_dir = pathlib.Path(FLAGS.runs_dir)
-    raw = {}
+    raw = recorded_rows()
     for dataset in FLAGS.datasets:
         for model in FLAGS.models:
             if model not in MODELS:
@@ -326,9 +335,8 @@ def _write(raw):
     command = "python benchmarks/tuned.py " + " ".join(sys.argv[1:])
     (RESULTS / FLAGS.name).parent.mkdir(parents=True, exist_ok=True)
     write_table(FLAGS.name, "Every model tuned by cml_tf.tune (validation only), test scored "
-                "through its exported SavedModel", header, table(raw, FLAGS.datasets), raw,
-                command)
-    lines = targets(raw, FLAGS.datasets)
+                "through its exported SavedModel", header, table(raw, datasets), raw, command)
+    lines = targets(raw, datasets)
     path = RESULTS / f"{FLAGS.name}.md"
     path.write_text(path.read_text() + "\nTargets (test, served figures):\n\n" + "\n".join(lines)
                     + "\n")

@@ -38,6 +38,7 @@ index), never ``cml_tf``. ``export/README.md`` shows serving with TF Serving and
 """
 
 import datetime
+import gc
 import hashlib
 import importlib.metadata
 import json
@@ -235,11 +236,13 @@ def export(spec: ExportSpec, export_dir, index: str = "scann", k: int = 100,
                 tuning["seconds"] = time.time() - tune_start
             module = ServingModule(spec, layer, k, vocabulary_dir)
             tf.saved_model.save(module, str(tmp), signatures=module.signatures())
-        del module
+        exact, parameters = bool(layer.is_exact()), index_parameters(layer)
+        del module, layer  # the copy loaded below takes their memory (gc: Keras' cycles)
+        gc.collect()
         loaded = tf.saved_model.load(str(tmp))
-        smoke = check.smoke_test(loaded, spec, k, exact=layer.is_exact())
-        report = {"index": index, "index_parameters": index_parameters(layer),
-                  "exact": bool(layer.is_exact()), "k": k, "metric": spec.metric,
+        smoke = check.smoke_test(loaded, spec, k, exact=exact)
+        report = {"index": index, "index_parameters": parameters,
+                  "exact": exact, "k": k, "metric": spec.metric,
                   "model": spec.model_name, "n_users": spec.n_users, "n_items": spec.n_items,
                   "model_fingerprint": model_fingerprint(spec, index, k),
                   "dim": spec.dim, "new_items": spec.new_items,

@@ -41,6 +41,7 @@ item vectors the columns of B, so ``u . v_j = (X_u B)_j`` is EASE's score. Item-
 scores ``mean_i B_ij``, the EASE score of that user up to a positive factor.
 """
 
+import numpy as np
 import tensorflow as tf
 
 from cml_tf.layers.feature_prior import SparseRows
@@ -264,6 +265,17 @@ class EASE(RankingModel):
     def all_item_vectors(self):
         """Row j = column j of B (one dense copy of B)."""
         return tf.transpose(self.item_item)
+
+    @property
+    def item_vectors(self) -> np.ndarray:
+        """B^T as float32 numpy (the export's item vectors), written a block of B's rows at a
+        time: one copy of B, where ``all_item_vectors().numpy()`` holds two at once."""
+        out = np.empty((self.n_items, self.n_items), np.float32)
+        step = max(1, (1 << 24) // self.n_items)
+        for start in range(0, self.n_items, step):
+            stop = min(start + step, self.n_items)
+            out[:, start:stop] = tf.gather(self.item_item, tf.range(start, stop)).numpy().T
+        return out
 
     def known_items(self, users):
         return csr_rows(self.user_items, users)

@@ -26,13 +26,26 @@ def _check(condition, message):
 # ---- exact reference --------------------------------------------------------------------------
 
 
-def exact_scores(queries: np.ndarray, items: np.ndarray, metric: str) -> np.ndarray:
-    """All-pairs scores in float64, higher is better (``-||q - v||^2`` or ``q.v``)."""
-    q, v = np.asarray(queries, np.float64), np.asarray(items, np.float64)
-    dots = q @ v.T
-    if metric == "dot_product":
-        return dots
-    return -np.maximum((q * q).sum(1)[:, None] - 2.0 * dots + (v * v).sum(1)[None, :], 0.0)
+def exact_scores(queries: np.ndarray, items: np.ndarray, metric: str,
+                 block_cells: int = 1 << 24) -> np.ndarray:
+    """All-pairs scores in float64, higher is better (``-||q - v||^2`` or ``q.v``).
+
+    The items are widened to float64 a block of about ``block_cells`` values at a time, so a
+    wide catalogue (EASE's items have one coordinate per item) costs the [queries, items]
+    result and one block, not a float64 copy of every item."""
+    q = np.asarray(queries, np.float64)
+    items = np.asarray(items)
+    n, dim = items.shape
+    step = max(1, block_cells // max(dim, 1))
+    out = np.empty((len(q), n), np.float64)
+    q_norms = (q * q).sum(1)[:, None]
+    for lo in range(0, n, step):
+        v = np.asarray(items[lo:lo + step], np.float64)
+        out[:, lo:lo + step] = q @ v.T
+        if metric != "dot_product":
+            out[:, lo:lo + step] = -np.maximum(
+                q_norms - 2.0 * out[:, lo:lo + step] + (v * v).sum(1)[None, :], 0.0)
+    return out
 
 
 def exact_top_k(queries: np.ndarray, items: np.ndarray, k: int, metric: str,

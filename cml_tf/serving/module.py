@@ -97,6 +97,16 @@ def given(value) -> bool:
     return isinstance(value, bool) or value != 0
 
 
+def _shared_item_vectors(index, spec):
+    """The exact index's candidate variable when it holds ``spec.item_vectors`` row for row:
+    the export then stores (and a server loads) the item vectors once, not twice (EASE's are
+    n_items x n_items)."""
+    rows = index.candidate_rows() if isinstance(index, retrieval.BruteForce) else None
+    if rows is None or tuple(rows.shape) != spec.item_vectors.shape:
+        return None
+    return rows
+
+
 class _Untracked:
     """Holds an object without making it a dependency of the module (so the retrieval layer
     and the model's Keras layers are not serialised themselves; only their variables are)."""
@@ -144,7 +154,10 @@ class ServingModule(tf.Module):
             _write_lines(folder / "item_ids.txt", spec.item_ids), spec.n_items)
 
         self.user_vectors = tf.Variable(spec.user_vectors, trainable=False, name="user_vectors")
-        self.item_vectors = tf.Variable(spec.item_vectors, trainable=False, name="item_vectors")
+        self.item_vectors = _shared_item_vectors(index, spec)
+        if self.item_vectors is None:
+            self.item_vectors = tf.Variable(spec.item_vectors, trainable=False,
+                                            name="item_vectors")
         # Row 0 is the empty id of an unfilled slot: item position p is row p + 1, so that
         # position -1 maps to b"" with a single gather.
         self.item_id_strings = tf.Variable(
@@ -301,7 +314,7 @@ class ServingModule(tf.Module):
             previous = tf.concat([tf.fill([tf.shape(positions)[0], 1], -1), positions],
                                  axis=1)[:, :-1]
             unique, slot = tf.unique(tf.reshape(tf.maximum(positions, 0), [-1]))
-            table = retrieval.score_matrix(queries, tf.gather(self.item_vectors, unique),
+            table = retrieval.score_matrix(queries, tf.gather(self._item_rows(), unique),
                                            self._metric)
             scores = tf.gather(table, tf.reshape(slot, tf.shape(positions)), batch_dims=1)
             invalid = drop(positions) | tf.equal(positions, previous)
@@ -326,7 +339,13 @@ class ServingModule(tf.Module):
         """The query vectors of items (table rows): their vectors, or e_i (``item_queries``)."""
         if self._one_hot_items:
             return tf.one_hot(rows, self._dim)
-        return tf.gather(self.item_vectors, rows)
+        return tf.gather(self._item_rows(), rows)
+
+    def _item_rows(self):
+        """The item vectors as a dense read. ``tf.gather`` on the variable itself would put it
+        in TensorFlow's copy-on-read mode, and the exact index, which shares the variable
+        (:func:`_shared_item_vectors`), would then copy all of it at its next search."""
+        return self.item_vectors.value()
 
     def _user_queries(self, user_id):
         """(query vectors, search width, table rows, known) of a batch of user ids: the width is

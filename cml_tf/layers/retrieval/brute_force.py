@@ -2,7 +2,8 @@
 
 import tensorflow as tf
 
-from cml_tf.layers.retrieval.common import _RetrievalMixin, _tfrs_top_k, score_matrix
+from cml_tf.layers.retrieval.common import (_RetrievalMixin, _tfrs_top_k, row_sq_norms,
+                                            rows_variable, score_matrix)
 
 
 class BruteForce(_RetrievalMixin, _tfrs_top_k.TopK):
@@ -31,12 +32,13 @@ class BruteForce(_RetrievalMixin, _tfrs_top_k.TopK):
 
     def index(self, candidates: tf.Tensor,
               identifiers: tf.Tensor | None = None) -> "BruteForce":
-        candidates = tf.convert_to_tensor(candidates, tf.float32)
-        if candidates.shape.rank != 2:
+        if not hasattr(candidates, "shape") or len(candidates.shape) != 2:
+            candidates = tf.convert_to_tensor(candidates, tf.float32)
+        if len(candidates.shape) != 2:
             raise ValueError(f"The candidates tensor must be 2D (got {candidates.shape}).")
-        self._candidates = tf.Variable(candidates, trainable=False, name="candidates")
-        self._candidate_sq_norms = tf.Variable(tf.reduce_sum(tf.square(candidates), axis=1),
-                                               trainable=False, name="candidate_sq_norms")
+        self._candidates = rows_variable(candidates, "candidates")
+        self._candidate_sq_norms = tf.Variable(row_sq_norms(self._candidates), trainable=False,
+                                               name="candidate_sq_norms")
         self._store_identifiers(identifiers, candidates.shape[0])
         self._reset_tf_function_cache()
         return self
@@ -52,6 +54,12 @@ class BruteForce(_RetrievalMixin, _tfrs_top_k.TopK):
 
     def is_exact(self) -> bool:
         return True
+
+    def candidate_rows(self) -> tf.Variable | None:
+        """The indexed candidates when row i is identifier i (``index`` without identifiers),
+        else ``None``: a caller that also needs the vectors by position (the export's item
+        vectors) can share this variable instead of holding a second copy."""
+        return self._candidates if self._row_identifiers else None
 
     def get_config(self):
         return self._base_config()

@@ -39,6 +39,30 @@ def score_matrix(queries: tf.Tensor, candidates: tf.Tensor, metric: str = "squar
     return -tf.maximum(sq_dist, 0.0)
 
 
+def rows_variable(values, name: str, block_cells: int = 1 << 24) -> tf.Variable:
+    """A float32 ``tf.Variable`` holding ``values`` ``[n, d]`` (numpy or a tensor), written a
+    block of about ``block_cells`` values at a time: the variable is the only full copy
+    (``tf.Variable(values)`` holds a converted tensor and the variable at once, which matters
+    for EASE's n_items x n_items vectors)."""
+    n, dim = values.shape
+    variable = tf.Variable(tf.zeros([n, dim], tf.float32), trainable=False, name=name)
+    step = max(1, block_cells // max(int(dim), 1))
+    for start in range(0, int(n), step):
+        stop = min(start + step, int(n))
+        variable.scatter_update(tf.IndexedSlices(
+            tf.convert_to_tensor(values[start:stop], tf.float32), tf.range(start, stop)))
+    return variable
+
+
+def row_sq_norms(rows: tf.Variable, block_cells: int = 1 << 24) -> tf.Tensor:
+    """``||v||^2`` of every row of ``rows`` ``[n, d]``, a block of rows at a time (no
+    full-size temporary)."""
+    n, dim = rows.shape
+    step = max(1, block_cells // max(int(dim), 1))
+    return tf.concat([tf.reduce_sum(tf.square(tf.gather(rows, tf.range(start, min(
+        start + step, int(n))))), axis=1) for start in range(0, max(int(n), 1), step)], 0)
+
+
 def score_pairs(queries: tf.Tensor, candidates: tf.Tensor,
                 metric: str = "squared_l2") -> tf.Tensor:
     """Row-wise scores ``[batch]`` of ``queries[i]`` against ``candidates[i]``."""
