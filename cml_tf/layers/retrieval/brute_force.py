@@ -32,7 +32,7 @@ class BruteForce(_RetrievalMixin, _tfrs_top_k.TopK):
 
     def index(self, candidates: tf.Tensor,
               identifiers: tf.Tensor | None = None) -> "BruteForce":
-        if not hasattr(candidates, "shape") or len(candidates.shape) != 2:
+        if not hasattr(candidates, "shape"):  # a list; arrays and tensors are copied by rows
             candidates = tf.convert_to_tensor(candidates, tf.float32)
         if len(candidates.shape) != 2:
             raise ValueError(f"The candidates tensor must be 2D (got {candidates.shape}).")
