@@ -2,10 +2,14 @@
 set: ``multi_worker`` with two workers, ``parameter_server`` with two workers and two ps tasks;
 and one process hosting a parameter-server cluster, to look inside a sharded training step.
 
-Tolerance on validation recall@50 against one process with the same config: 0.03. The runs
+Tolerance on validation recall@50 against one process with the same config: 0.05. The runs
 differ as two seeds of one process do (other negatives are drawn: each replica has its own
-random stream, and the parameter-server workers step asynchronously); three seeds of this config
-in one process ended at 0.766, 0.766 and 0.770 at epoch 12, on a plateau.
+random stream, and the parameter-server workers step asynchronously). Five seeds of this config
+in one process (``--config.seed=0..4``, the model's defaults of 2026-12) ended at 0.7067,
+0.6846, 0.7068, 0.6809 and 0.6795 at epoch 12, still rising: standard deviation 0.014, so two
+runs differ with a standard deviation of about 0.019 and 0.05 is 2.6 of those. (The former 0.03
+was set when three seeds agreed within 0.004; a parameter-server run 0.031 from one process
+failed it.) A table update lost on a shard costs far more: epoch 4 is at 0.55.
 
 Every process and port is cleaned up, also when a test fails: the launcher stops its tasks when
 it ends, and each test kills what is left (the launcher, then every task it reported).
@@ -37,7 +41,7 @@ FLAGS = ["--config.data.synthetic.n_users=401", "--config.data.synthetic.n_items
 NO_EXPORT = ["--config.export.enabled=False"]
 EXPORT = ["--config.export.index=brute_force", "--config.export.k=20",
           "--config.export.report_users=50", "--config.export.report_queries=5"]
-TOLERANCE = 0.03
+TOLERANCE = 0.05
 TIMEOUT = 900  # seconds for one cluster run; a loaded 2-core machine is slow
 TASK_LINE = re.compile(r"cml_tf\.launch: (\w+) (\d+) at 127\.0\.0\.1:(\d+): pid (\d+)")
 
